@@ -1,0 +1,25 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (every test).
+# Both install what they need first (scripts/setup.sh, idempotent).
+SHELL := /bin/bash
+PYTHON ?= python3
+export CARGO_TARGET_DIR ?= $(CURDIR)/engine/target
+export MIDICOPILOT_ENGINE ?= $(CARGO_TARGET_DIR)/release/midicopilot-engine
+
+.PHONY: setup demo test test-python test-rust lint
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	$(PYTHON) -m midicopilot.host.demo
+
+test: setup lint test-rust test-python
+
+lint:
+	$(PYTHON) -m ruff check host train tests
+
+test-rust:
+	cargo test --release --manifest-path engine/Cargo.toml
+
+test-python:
+	$(PYTHON) -m pytest -q

@@ -1,0 +1,519 @@
+//! OLMo2 (transformers `Olmo2ForCausalLM`) on candle, with the engine's own KV cache.
+//!
+//! The math follows transformers' `modeling_olmo2.py` (candle-transformers' `olmo2.rs` was read
+//! as a reference but is not used: it concatenates its KV cache on every token, and builds its
+//! RoPE table in the model dtype). Per layer:
+//!
+//! ```text
+//! q = rms_norm(x Wq, q_norm)   k = rms_norm(x Wk, k_norm)   v = x Wv     (norms over all heads)
+//! q, k = rope(q), rope(k)      (rotate-half RoPE, table in f32)
+//! h = x + rms_norm(attention(q, k, v) Wo, post_attention_layernorm)
+//! y = h + rms_norm(down(silu(gate h) * up h), post_feedforward_layernorm)
+//! ```
+//!
+//! then `rms_norm(·, norm)` and `lm_head` (or the embedding when tied). Grouped-query attention
+//! never copies keys: the query heads that share a key head are stacked as extra rows of one
+//! matrix product. On CPU everything runs in f32 (candle has no fast bf16 matmul there);
+//! bf16 weights are widened at load. On CUDA the model runs in bf16 with an f32 softmax.
+
+use std::collections::BTreeSet;
+
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+
+use super::kv_cache::KvCache;
+use crate::bundle::Bundle;
+
+/// The fields of a transformers `Olmo2Config` that the forward pass uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Olmo2Config {
+    #[serde(default)]
+    pub model_type: Option<String>,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_max_position")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_rms_norm_eps")]
+    pub rms_norm_eps: f64,
+    /// transformers 4.x writes it here; 5.x inside `rope_parameters`.
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default)]
+    pub rope_parameters: Option<RopeParameters>,
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: String,
+    /// An id or a list of ids.
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RopeParameters {
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default)]
+    pub rope_type: Option<String>,
+}
+
+fn default_max_position() -> usize {
+    2048
+}
+fn default_rms_norm_eps() -> f64 {
+    1e-5
+}
+fn default_hidden_act() -> String {
+    "silu".to_string()
+}
+
+impl Olmo2Config {
+    /// Parses and checks config.json; the error says which field is wrong.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let config: Self = serde_json::from_str(text).context("is not an OLMo2 config")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let Some(kind) = &self.model_type {
+            ensure!(kind == "olmo2", "has model_type {kind:?}; this engine runs \"olmo2\" models");
+        }
+        ensure!(self.hidden_act == "silu", "has hidden_act {:?}; OLMo2 uses \"silu\"", self.hidden_act);
+        for (name, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.kv_heads()),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            ensure!(value > 0, "has {name} 0");
+        }
+        ensure!(
+            self.num_attention_heads % self.kv_heads() == 0,
+            "has num_attention_heads {} not a multiple of num_key_value_heads {}",
+            self.num_attention_heads,
+            self.kv_heads()
+        );
+        ensure!(
+            self.head_dim() > 0 && self.head_dim() % 2 == 0,
+            "gives head_dim {}; RoPE needs an even head dimension",
+            self.head_dim()
+        );
+        ensure!(self.rope_theta() > 0.0, "has rope_theta {}", self.rope_theta());
+        let rope_type = self
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.rope_type.clone())
+            .or_else(|| {
+                self.rope_scaling.as_ref().and_then(|s| {
+                    s.get("rope_type").or_else(|| s.get("type")).and_then(|t| t.as_str()).map(str::to_string)
+                })
+            });
+        if let Some(kind) = rope_type {
+            ensure!(kind == "default", "has rope_type {kind:?}; this engine runs \"default\" RoPE only");
+        }
+        Ok(())
+    }
+
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// `rope_parameters.rope_theta` (transformers 5.x), else top-level `rope_theta` (4.x), else
+    /// OLMo2's default 10000.
+    pub fn rope_theta(&self) -> f64 {
+        self.rope_parameters
+            .as_ref()
+            .and_then(|p| p.rope_theta)
+            .or(self.rope_theta)
+            .unwrap_or(10_000.0)
+    }
+
+    /// `eos_token_id` as a set (empty when absent).
+    pub fn eos_token_ids(&self) -> BTreeSet<u32> {
+        let as_id = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+        match &self.eos_token_id {
+            Some(serde_json::Value::Array(ids)) => ids.iter().filter_map(as_id).collect(),
+            Some(v) => as_id(v).into_iter().collect(),
+            None => BTreeSet::new(),
+        }
+    }
+
+    /// Parameter count (embedding and head counted once each, twice when untied).
+    pub fn parameter_count(&self) -> usize {
+        let (h, hd) = (self.hidden_size, self.head_dim());
+        let q = self.num_attention_heads * hd;
+        let kv = self.kv_heads() * hd;
+        let attn = h * (q + 2 * kv) + q * h + q + kv;
+        let mlp = 3 * h * self.intermediate_size;
+        let layer = attn + mlp + 2 * h;
+        let embed = self.vocab_size * h;
+        let head = if self.tie_word_embeddings { 0 } else { embed };
+        self.num_hidden_layers * layer + embed + head + h
+    }
+}
+
+/// A linear layer `y = x Wᵀ (+ b)` with W stored `[out, in]` as in the checkpoint.
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+struct Layer {
+    /// q, k and v projections stacked into one `[(heads + 2 kv_heads) · head_dim, hidden]`.
+    qkv: Linear,
+    o: Linear,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    /// gate and up projections stacked into one `[2 · intermediate, hidden]`.
+    gate_up: Linear,
+    down: Linear,
+    post_attention_norm: Tensor,
+    post_feedforward_norm: Tensor,
+}
+
+/// The OLMo2 weights and RoPE tables. Immutable after load: share it through `Arc` (it is
+/// `Send + Sync`); all state of a running sequence lives in its [`KvCache`].
+pub struct Olmo2 {
+    config: Olmo2Config,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Tensor,
+    /// `[max_position, head_dim / 2]`, computed in f32 then cast to the compute dtype.
+    cos: Tensor,
+    sin: Tensor,
+    dtype: DType,
+    device: Device,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    eps: f32,
+}
+
+impl Olmo2 {
+    /// Loads the bundle's weights (memory-mapped, widened to f32 on CPU).
+    pub fn load(bundle: &Bundle, device: &Device) -> Result<Self> {
+        let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
+        // SAFETY: the weights file is mapped read-only; candle copies every tensor out of the map
+        // while loading, so the map does not outlive this call.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&bundle.weights], dtype, device) }
+            .with_context(|| format!("cannot read {}", bundle.weights.display()))?;
+        Self::from_var_builder(&bundle.config, vb)
+            .with_context(|| format!("model bundle {}", bundle.dir.display()))
+    }
+
+    fn from_var_builder(config: &Olmo2Config, vb: VarBuilder) -> Result<Self> {
+        let (h, hd, heads, kv_heads) =
+            (config.hidden_size, config.head_dim(), config.num_attention_heads, config.kv_heads());
+        let inter = config.intermediate_size;
+        let get = |vb: &VarBuilder, shape: &[usize], name: &str| -> Result<Tensor> {
+            vb.get(shape, name).with_context(|| {
+                let prefix = vb.prefix();
+                let dot = if prefix.is_empty() { "" } else { "." };
+                format!("model.safetensors lacks {prefix}{dot}{name} of shape {shape:?}")
+            })
+        };
+        let bias = |vb: &VarBuilder, n: usize, name: &str| -> Result<Option<Tensor>> {
+            if config.attention_bias {
+                get(vb, &[n], name).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+
+        let m = vb.pp("model");
+        let embed = get(&m, &[config.vocab_size, h], "embed_tokens.weight")?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let l = m.pp(format!("layers.{i}"));
+            let a = l.pp("self_attn");
+            let q = get(&a, &[heads * hd, h], "q_proj.weight")?;
+            let k = get(&a, &[kv_heads * hd, h], "k_proj.weight")?;
+            let v = get(&a, &[kv_heads * hd, h], "v_proj.weight")?;
+            let qkv_bias = match (
+                bias(&a, heads * hd, "q_proj.bias")?,
+                bias(&a, kv_heads * hd, "k_proj.bias")?,
+                bias(&a, kv_heads * hd, "v_proj.bias")?,
+            ) {
+                (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
+                _ => None,
+            };
+            let qkv = Linear { weight: Tensor::cat(&[q, k, v], 0)?, bias: qkv_bias };
+            let o = Linear {
+                weight: get(&a, &[h, heads * hd], "o_proj.weight")?,
+                bias: bias(&a, h, "o_proj.bias")?,
+            };
+            let mlp = l.pp("mlp");
+            let gate = get(&mlp, &[inter, h], "gate_proj.weight")?;
+            let up = get(&mlp, &[inter, h], "up_proj.weight")?;
+            layers.push(Layer {
+                qkv,
+                o,
+                q_norm: get(&a, &[heads * hd], "q_norm.weight")?,
+                k_norm: get(&a, &[kv_heads * hd], "k_norm.weight")?,
+                gate_up: Linear { weight: Tensor::cat(&[gate, up], 0)?, bias: None },
+                down: Linear { weight: get(&mlp, &[h, inter], "down_proj.weight")?, bias: None },
+                post_attention_norm: get(&l, &[h], "post_attention_layernorm.weight")?,
+                post_feedforward_norm: get(&l, &[h], "post_feedforward_layernorm.weight")?,
+            });
+        }
+        let norm = get(&m, &[h], "norm.weight")?;
+        let lm_head = if config.tie_word_embeddings {
+            embed.clone()
+        } else {
+            get(&vb, &[config.vocab_size, h], "lm_head.weight")?
+        };
+        let (cos, sin) = rope_tables(config, vb.dtype(), vb.device())?;
+        Ok(Self {
+            config: config.clone(),
+            embed,
+            layers,
+            norm,
+            lm_head,
+            cos,
+            sin,
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+            heads,
+            kv_heads,
+            head_dim: hd,
+            eps: config.rms_norm_eps as f32,
+        })
+    }
+
+    /// A KV cache for up to `capacity` tokens, allocated now.
+    pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
+        ensure!(
+            capacity <= self.max_position(),
+            "a KV cache of {capacity} tokens is longer than the model's {} positions",
+            self.max_position()
+        );
+        KvCache::new(
+            self.layers.len(),
+            self.kv_heads,
+            self.head_dim,
+            capacity,
+            self.dtype,
+            &self.device,
+        )
+    }
+
+    /// Runs `tokens` at positions `cache.len()..` and appends their keys and values; returns the
+    /// logits of the last token (`vocab_size` values, f32).
+    pub fn forward(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>> {
+        let logits = self.run(cache, tokens, false)?;
+        Ok(logits.squeeze(0)?.to_vec1::<f32>()?)
+    }
+
+    /// Like [`Olmo2::forward`], but returns the logits of every token.
+    pub fn forward_all(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.run(cache, tokens, true)?.to_vec2::<f32>()?)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    /// Positions the RoPE table covers (`max_position_embeddings`).
+    pub fn max_position(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+
+    pub fn config(&self) -> &Olmo2Config {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Returns `[rows, vocab]` f32 logits: every token's, or the last one's.
+    fn run(&self, cache: &mut KvCache, tokens: &[u32], all: bool) -> Result<Tensor> {
+        let t = tokens.len();
+        ensure!(t > 0, "forward pass over no tokens");
+        let pos = cache.len();
+        ensure!(
+            cache.layers() == self.layers.len()
+                && cache.layout() == Some((self.kv_heads, self.head_dim, self.dtype)),
+            "this KV cache was made for another model"
+        );
+        ensure!(
+            pos + t <= cache.capacity(),
+            "{t} more tokens do not fit the KV cache ({pos} of {} used): flush it first",
+            cache.capacity()
+        );
+        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= self.vocab_size()) {
+            bail!("token id {bad} is outside the model's vocabulary of {}", self.vocab_size());
+        }
+        let ids = Tensor::from_slice(tokens, (t,), &self.device)?;
+        let mut x = self.embed.index_select(&ids, 0)?; // [t, hidden]
+        let cos = self.cos.narrow(0, pos, t)?;
+        let sin = self.sin.narrow(0, pos, t)?;
+        let mask = if t > 1 { Some(self.causal_mask(t, pos)?) } else { None };
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = self.layer_forward(layer, i, &x, cache, &cos, &sin, mask.as_ref())?;
+        }
+        cache.advance(t);
+        let x = if all { x } else { x.narrow(0, t - 1, 1)? };
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, self.eps)?;
+        let logits = x.matmul(&self.lm_head.t()?)?;
+        Ok(logits.to_dtype(DType::F32)?)
+    }
+
+    /// `[t, pos + t]`: 0 where token `i` (at `pos + i`) may attend, -inf after it.
+    fn causal_mask(&self, t: usize, pos: usize) -> Result<Tensor> {
+        let width = pos + t;
+        let mask: Vec<f32> = (0..t)
+            .flat_map(|i| (0..width).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        Ok(Tensor::from_vec(mask, (t, width), &self.device)?.to_dtype(self.dtype)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn layer_forward(
+        &self,
+        layer: &Layer,
+        index: usize,
+        x: &Tensor,
+        cache: &KvCache,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (t, _) = x.dims2()?;
+        let (heads, kv_heads, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let n_rep = heads / kv_heads;
+        let past = cache.len();
+
+        let qkv = layer.qkv.forward(x)?; // [t, (heads + 2 kv_heads) hd]
+        let q = qkv.narrow(1, 0, heads * hd)?.contiguous()?;
+        let k = qkv.narrow(1, heads * hd, kv_heads * hd)?.contiguous()?;
+        let v = qkv.narrow(1, (heads + kv_heads) * hd, kv_heads * hd)?;
+        let q = candle_nn::ops::rms_norm(&q, &layer.q_norm, self.eps)?;
+        let k = candle_nn::ops::rms_norm(&k, &layer.k_norm, self.eps)?;
+
+        // RoPE on [1, t, heads, hd], then heads first: [heads, t, hd].
+        let q = candle_nn::rotary_emb::rope_thd(&q.reshape((1, t, heads, hd))?, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope_thd(&k.reshape((1, t, kv_heads, hd))?, cos, sin)?;
+        let q = (q.squeeze(0)?.transpose(0, 1)? * (hd as f64).powf(-0.5))?.contiguous()?;
+        let k = k.squeeze(0)?.transpose(0, 1)?.contiguous()?;
+        let v = v.reshape((t, kv_heads, hd))?.transpose(0, 1)?.contiguous()?;
+
+        cache.write(index, &k, &v)?;
+        let (keys, values) = cache.view(index, past + t)?; // [kv_heads, past + t, hd]
+
+        // Query heads sharing a key head become rows of one product: [kv_heads, n_rep · t, hd].
+        let q = q.reshape((kv_heads, n_rep * t, hd))?;
+        let mut scores = q.matmul(&keys.t()?)?; // [kv_heads, n_rep · t, past + t]
+        if let Some(mask) = mask {
+            scores = scores
+                .reshape((kv_heads, n_rep, t, past + t))?
+                .broadcast_add(mask)?
+                .reshape((kv_heads, n_rep * t, past + t))?;
+        }
+        let probs = if self.dtype == DType::F32 {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?
+        };
+        let attn = probs.matmul(&values)?; // [kv_heads, n_rep · t, hd]
+        let attn = attn.reshape((heads, t, hd))?.transpose(0, 1)?.reshape((t, heads * hd))?;
+        let attn = layer.o.forward(&attn)?;
+        let x = (x + candle_nn::ops::rms_norm(&attn, &layer.post_attention_norm, self.eps)?)?;
+
+        let gate_up = layer.gate_up.forward(&x)?; // [t, 2 · intermediate]
+        let inter = self.config.intermediate_size;
+        let hidden = (gate_up.narrow(D::Minus1, 0, inter)?.silu()?
+            * gate_up.narrow(D::Minus1, inter, inter)?)?;
+        let mlp = layer.down.forward(&hidden)?;
+        Ok((x + candle_nn::ops::rms_norm(&mlp, &layer.post_feedforward_norm, self.eps)?)?)
+    }
+}
+
+/// RoPE cos/sin tables `[max_position, head_dim / 2]`, computed in f32 (a bf16 position would
+/// round 257 to 256) and only then cast to the compute dtype.
+fn rope_tables(config: &Olmo2Config, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+    let dim = config.head_dim();
+    let theta = config.rope_theta();
+    let inv_freq: Vec<f32> =
+        (0..dim).step_by(2).map(|i| 1.0 / theta.powf(i as f64 / dim as f64) as f32).collect();
+    let half = inv_freq.len();
+    let positions = config.max_position_embeddings;
+    let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
+    let pos = Tensor::arange(0u32, positions as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((positions, 1))?;
+    let freqs = pos.broadcast_mul(&inv_freq)?;
+    Ok((freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"{"vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1"#;
+
+    #[test]
+    fn rope_theta_read_from_either_place() {
+        let new = Olmo2Config::from_json(&format!(
+            r#"{BASE}, "rope_parameters": {{"rope_theta": 500000.0, "rope_type": "default"}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(new.rope_theta(), 500000.0);
+        let old = Olmo2Config::from_json(&format!(r#"{BASE}, "rope_theta": 250000.0}}"#)).unwrap();
+        assert_eq!(old.rope_theta(), 250000.0);
+        let none = Olmo2Config::from_json(&format!("{BASE}}}")).unwrap();
+        assert_eq!(none.rope_theta(), 10000.0);
+    }
+
+    #[test]
+    fn scaled_rope_and_bad_heads_are_refused() {
+        let scaled = Olmo2Config::from_json(&format!(
+            r#"{BASE}, "rope_parameters": {{"rope_theta": 1.0, "rope_type": "linear", "factor": 2.0}}}}"#
+        ));
+        assert!(format!("{:#}", scaled.unwrap_err()).contains("linear"));
+        let heads = Olmo2Config::from_json(
+            r#"{"vocab_size": 10, "hidden_size": 9, "intermediate_size": 16,
+            "num_hidden_layers": 1, "num_attention_heads": 3, "num_key_value_heads": 2}"#,
+        );
+        assert!(format!("{:#}", heads.unwrap_err()).contains("num_key_value_heads"));
+    }
+}

@@ -1,0 +1,1 @@
+"""midicopilot host: presets, JACK patching, launching the engine, training commands."""

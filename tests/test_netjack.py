@@ -1,0 +1,132 @@
+"""The Raspberry Pi + GPU server rig of docs/RIGS.md, for real on one machine: two JACK servers
+joined by netJACK2 over the loopback interface.
+
+- "gpu": `jackd -d dummy` with the `netmanager` internal client (the netJACK2 master);
+- "pi":  `jackd -d net -a 127.0.0.1 -i 1 -o 1 -C 0 -P 0` (a slave with one MIDI port each way,
+  no audio).
+
+A JACK-Client on the pi plays a note into `system:midi_playback_1` (what a keyboard on the Pi would
+be patched to); on the gpu server it comes out of `pi:midi_from_slave_1`, where a stand-in engine
+answers on channel 0 into `pi:midi_to_slave_1`, which reaches the pi's `system:midi_capture_1`.
+libjack talks to one server per process, so each side's client runs in its own subprocess.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+from jackserver import JackServer, unique_server_name
+
+pytestmark = pytest.mark.jack
+
+# One JACK client: plays `to_send` (hex MIDI messages) once connected and, as the engine, answers
+# every note-on/off on channel 0 an octave up; records what arrives with its frame time; prints
+# one JSON line when done.
+PEER = r"""
+import json, sys, time, jack
+role, send_to, recv_from, wait_s = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+to_send = [bytes.fromhex(h) for h in sys.argv[5:]]
+client = jack.Client(role, no_start_server=True)
+out = client.midi_outports.register("out")
+inp = client.midi_inports.register("in")
+pending, got, sent = [], [], []
+@client.set_process_callback
+def process(frames):
+    out.clear_buffer()
+    now = client.last_frame_time
+    while pending:
+        msg = pending.pop(0)
+        out.write_midi_event(0, msg)
+        sent.append((now, msg.hex()))
+    for offset, data in inp.incoming_midi_events():
+        data = bytes(data)
+        got.append((now + offset, data.hex()))
+        if role == "engine" and data[0] & 0xE0 == 0x80:  # note-on or note-off, any channel
+            pending.append(bytes([data[0] & 0xF0, data[1] + 12, data[2]]))
+client.activate()
+client.connect(out, send_to)
+client.connect(recv_from, inp)
+print("ready", flush=True)
+if role == "keys":
+    time.sleep(0.5)  # let the link run a few cycles
+    for msg in to_send:
+        pending.append(msg)
+        time.sleep(0.2)
+deadline = time.monotonic() + wait_s
+while time.monotonic() < deadline:
+    if role == "keys" and len(got) >= len(to_send):
+        break
+    if role == "engine" and sys.stdin.readline() == "":  # the test closes stdin when done
+        break
+    time.sleep(0.01)
+print(json.dumps({"sent": sent, "got": got, "rate": client.samplerate,
+                  "period": client.blocksize}), flush=True)
+client.deactivate()
+client.close()
+"""
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peer(server: JackServer, role: str, send_to: str, recv_from: str, wait_s: float,
+         *messages: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", PEER, role, send_to, recv_from, str(wait_s),
+                             *messages], env=server.env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def read_ready(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "ready":
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        raise AssertionError(f"peer did not start: {line!r} {err[-2000:]}")
+
+
+def netjack_round_trip(period: int = 256, latency: int = 2) -> tuple[dict, dict]:
+    """Run the rig once; return what the pi's and the gpu's clients sent and received."""
+    port = free_udp_port()
+    slave = unique_server_name("mcp-pi")[-24:]
+    with JackServer(unique_server_name("mcp-gpu"), period=period, set_env=False) as gpu:
+        gpu.load("netmanager", f"-p {port}")
+        pi = JackServer(unique_server_name("mcp-pi"), driver="net", set_env=False,
+                        driver_args=["-a", "127.0.0.1", "-p", str(port), "-n", slave,
+                                     "-C", "0", "-P", "0", "-i", "1", "-o", "1",
+                                     "-l", str(latency)])
+        with pi:
+            gpu.wait_for_port(f"{slave}:midi_from_slave_1")
+            assert "system:midi_playback_1" in pi.ports()
+            engine = peer(gpu, "engine", f"{slave}:midi_to_slave_1",
+                          f"{slave}:midi_from_slave_1", 30)
+            try:
+                read_ready(engine)
+                keys = peer(pi, "keys", "system:midi_playback_1", "system:midi_capture_1", 20,
+                            "913c64", "813c40")
+                read_ready(keys)
+                k_out, k_err = keys.communicate(timeout=60)
+                assert keys.returncode == 0, k_err[-2000:]
+            finally:
+                e_out, e_err = engine.communicate(input="", timeout=60)
+            assert engine.returncode == 0, e_err[-2000:]
+    return json.loads(k_out.strip().splitlines()[-1]), json.loads(e_out.strip().splitlines()[-1])
+
+
+def test_midi_crosses_netjack2_both_ways() -> None:
+    keys_side, engine_side = netjack_round_trip()
+    # The note played on the Pi reached the GPU server unchanged, in order ...
+    assert [m for _, m in engine_side["got"]] == ["913c64", "813c40"]
+    # ... and the engine's channel-0 answer came back to the Pi.
+    assert [m for _, m in keys_side["got"]] == ["904864", "804840"]
+    round_trip = keys_side["got"][0][0] - keys_side["sent"][0][0]
+    assert round_trip > 0
+    print(f"netJACK2 loopback round trip: {round_trip} frames "
+          f"({1000 * round_trip / keys_side['rate']:.1f} ms at {keys_side['rate']} Hz, "
+          f"period {keys_side['period']})")

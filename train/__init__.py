@@ -1,0 +1,1 @@
+"""midicopilot training: MIDI files to event text, tokenizer, OLMo2 + LoRA, bundle export."""
