@@ -68,7 +68,7 @@ def test_golden_words(case: dict):
             assert again is None and more == case["after_reject"]["events"]
 
 
-# --- real files ------------------------------------------------------------------------------------
+# --- real files ----------------------------------------------------------------------------------
 
 def _check_well_formed(text: str) -> list[NoteEvent]:
     """Properties every encoded text has: parses strictly, sorted, every on has its off, time words
@@ -162,7 +162,7 @@ def test_velocity_bins_round_trip():
             assert events.bin_of_velocity(events.velocity_of_bin(b, bins), bins) == b
 
 
-# --- the commands -----------------------------------------------------------------------------------
+# --- the commands --------------------------------------------------------------------------------
 
 def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "midicopilot.host.cli", *args], input=stdin,

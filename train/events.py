@@ -26,7 +26,7 @@ class MidiError(Exception):
 
 
 class TextError(ValueError):
-    """Event text that breaks the grammar. `str(err)` is one line naming the word and the problem."""
+    """Event text that breaks the grammar. `str(err)` is one line: the word and the problem."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class LanguageParams:
 
     def __post_init__(self) -> None:
         if self.ticks_per_quarter < 2 or self.ticks_per_quarter % 2:
-            raise ValueError(f"ticks_per_quarter must be even and >= 2, not {self.ticks_per_quarter}")
+            raise ValueError("ticks_per_quarter must be even and >= 2, "
+                             f"not {self.ticks_per_quarter}")
         if not 1 <= self.velocity_bins <= 26:
             raise ValueError(f"velocity_bins must be 1..26, not {self.velocity_bins}")
 
@@ -92,7 +93,7 @@ class NoteEvent(NamedTuple):
         return (self.tick, 0 if self.kind == "off" else 1, self.channel, self.pitch)
 
 
-# --- velocity (rule 11) -------------------------------------------------------------------------
+# --- velocity (rule 11) --------------------------------------------------------------------------
 
 def bin_of_velocity(velocity: int, bins: int) -> int:
     return (min(max(velocity, 1), 127) - 1) * bins // 127
@@ -102,7 +103,7 @@ def velocity_of_bin(velocity_bin: int, bins: int) -> int:
     return (2 * velocity_bin + 1) * 127 // (2 * bins) + 1
 
 
-# --- reading MIDI files (rules 1–8) -------------------------------------------------------------
+# --- reading MIDI files (rules 1–8) --------------------------------------------------------------
 
 def _check_header(path: str, data: bytes) -> None:
     if not data:
@@ -243,7 +244,7 @@ def notes_to_events(notes: Iterable[Note], params: LanguageParams) -> list[NoteE
     return events
 
 
-# --- writing text ---------------------------------------------------------------------------------
+# --- writing text --------------------------------------------------------------------------------
 
 def meta_token(kind: str, name: str) -> str:
     """'genre', 'blues' → '[GENRE_BLUES]' (upper case; anything else becomes '_')."""
@@ -304,7 +305,7 @@ def encode_file(path: str | Path, params: LanguageParams | None = None,
     return events_to_text(notes_to_events(normalize_notes(piece.notes), params), params, meta)
 
 
-# --- reading text -----------------------------------------------------------------------------------
+# --- reading text --------------------------------------------------------------------------------
 
 class StreamDecoder:
     """Reads a text one word at a time. A rejected word raises TextError and changes nothing."""
@@ -339,7 +340,8 @@ class StreamDecoder:
             kind = "max" if n == p.max_grid else "grid"
         else:
             raise TextError(f"{word!r}: not a time word of this language "
-                            f"(offsets 1..{p.grid - 1}, grid multiples of {p.grid} up to {p.max_grid})")
+                            f"(offsets 1..{p.grid - 1}, grid multiples of {p.grid} "
+                            f"up to {p.max_grid})")
         if self._last == "offset" or (self._last == "grid" and kind != "offset"):
             raise TextError(f"{word!r}: time words out of canonical order after a "
                             f"{self._last} word")
@@ -451,7 +453,7 @@ class StreamEncoder:
         return words
 
 
-# --- writing MIDI ------------------------------------------------------------------------------------
+# --- writing MIDI --------------------------------------------------------------------------------
 
 def text_to_midi(text: str, params: LanguageParams | None = None, bpm: float = 120.0
                  ) -> mido.MidiFile:
@@ -493,7 +495,7 @@ def events_to_midi(events: Iterable[NoteEvent], params: LanguageParams, bpm: flo
     return mid
 
 
-# --- statistics ------------------------------------------------------------------------------------
+# --- statistics ----------------------------------------------------------------------------------
 
 @dataclass
 class TextStats:

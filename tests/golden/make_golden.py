@@ -77,7 +77,8 @@ CASES: dict[str, tuple[mido.MidiFile, str]] = {
                                  "9+036g P_1 9-0369+038g P_1 9-038 P_10 9+042g P_1 9-042"),
     # everything but the note is dropped.
     "dropped_messages": (midi(96, track(
-        (0, Meta("set_tempo", tempo=400000)), (0, Meta("time_signature", numerator=3, denominator=4)),
+        (0, Meta("set_tempo", tempo=400000)),
+        (0, Meta("time_signature", numerator=3, denominator=4)),
         (0, Meta("track_name", name="Everything")), (0, M("program_change", channel=5, program=4)),
         (10, cc(5, 7, 100)), (20, M("pitchwheel", channel=5, pitch=2000)),
         (30, M("aftertouch", channel=5, value=50)), (40, M("sysex", data=[1, 2, 3])),
@@ -92,7 +93,8 @@ CASES: dict[str, tuple[mido.MidiFile, str]] = {
                                   (72, off(0, 64)))),
                        "0+060g P_24 0-060 P_24 0+064g P_24 0-064"),
     # a note never released ends at the last event (End of Track at 48); a stray off is ignored.
-    "open_at_end": (midi(24, track((0, off(0, 50)), (0, on(0, 60)), (48, Meta("marker", text="x")))),
+    "open_at_end": (midi(24, track((0, off(0, 50)), (0, on(0, 60)),
+                                   (48, Meta("marker", text="x")))),
                     "0+060g P_48 0-060"),
     "no_notes": (midi(24, track((0, Meta("track_name", name="empty")), (10, cc(0, 7, 1)))), ""),
     # velocity bins at their edges: 1, 16 → a; 17 → b; 127 → h; 64 → d.

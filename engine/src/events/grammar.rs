@@ -560,7 +560,9 @@ mod tests {
         assert!(!s.accepts(b"0+060e 0")); // instant after instant
         assert!(!s.accepts(b"0-060")); // nothing sounding
         assert!(s.accepts(b"0+060e P_12 0-0600+06"));
-        assert!(!s.accepts(b"0+060e P_12 0-0600+061a0")); // channel 0 note-on after 0+061
+        assert!(s.accepts(b"0+060e P_12 0-0600+061a0")); // 0+062… may follow 0+061a
+        assert!(!s.accepts(b"0+060e P_12 0-0600+061a0-")); // a note-off after a note-on
+        assert!(!s.accepts(b"0+060e P_12 0-0600+061a0+061")); // 61 is sounding now
         assert!(s.accepts(b"0+060e P_12 0-0600+061a1"));
         assert!(!s.accepts(b"0+060e P_12 0-0610")); // 61 is not sounding
         assert!(!s.accepts(b"0+128"));

@@ -135,78 +135,81 @@ impl StreamDecoder {
         self.last == LastWord::Header
     }
 
-    /// Read one word. On error the state is unchanged.
+    /// Read one word. On error the state is unchanged. Words are classified as the Python
+    /// decoder does: a metadata word, else `P_` and 1–6 digits without a leading zero (a time
+    /// word, refused if not one of this language), else a lowercase hex digit and more (an
+    /// instant word), else an unknown word.
     pub fn feed_word(&mut self, word: &str) -> Result<Vec<NoteEvent>, EventError> {
         let b = word.as_bytes();
-        match b.first() {
-            None => Err(word_err(word, WordError::Syntax("empty word".into()))),
-            Some(b'[') => {
-                if !meta_word_is_valid(word) {
-                    return Err(word_err(
-                        word,
-                        WordError::Syntax("not a metadata word `[KIND_NAME]` of A–Z, 0–9, _".into()),
-                    ));
-                }
-                if self.last != LastWord::Header {
-                    return Err(word_err(word, WordError::MetaAfterBody));
-                }
-                Ok(Vec::new())
+        if meta_word_is_valid(word) {
+            if self.last != LastWord::Header {
+                return Err(word_err(word, WordError::MetaAfterBody));
             }
-            Some(b'P') => {
-                let class = parse_time_word(b, &self.params)
-                    .ok_or_else(|| word_err(word, WordError::Syntax("not a time word".into())))?;
-                let (n, class) = class;
-                if !time_may_follow(self.last, class) {
-                    let why = match self.last {
-                        LastWord::Offset => "after an offset word only an instant may come",
-                        _ => "after a grid word smaller than the bar only an offset word or an instant may come",
-                    };
-                    return Err(word_err(word, WordError::NonCanonicalTime(why.into())));
-                }
-                let tick = self
-                    .tick
-                    .checked_add(n)
-                    .ok_or_else(|| word_err(word, WordError::TimeOverflow))?;
-                self.tick = tick;
-                self.last = class;
-                Ok(Vec::new())
-            }
-            Some(_) => {
-                let items = parse_instant_items(b, &self.params).map_err(|e| word_err(word, e))?;
-                if self.last == LastWord::Instant {
-                    return Err(word_err(word, WordError::InstantWithoutTime));
-                }
-                let mut sounding = self.sounding;
-                let mut prev: Option<(u8, u8, u8)> = None;
-                let mut out = Vec::with_capacity(items.len());
-                for e in items {
-                    let e = NoteEvent { tick: self.tick, ..e };
-                    let key = e.item_key();
-                    if prev.is_some_and(|p| p >= key) {
-                        return Err(word_err(word, WordError::Unsorted(item_text(&e))));
-                    }
-                    prev = Some(key);
-                    match e.kind {
-                        EventKind::Off => {
-                            if !sounding.contains(e.channel, e.pitch) {
-                                return Err(word_err(word, WordError::OffNotSounding(item_text(&e))));
-                            }
-                            sounding.remove(e.channel, e.pitch);
-                        }
-                        EventKind::On { .. } => {
-                            if sounding.contains(e.channel, e.pitch) {
-                                return Err(word_err(word, WordError::OnSounding(item_text(&e))));
-                            }
-                            sounding.insert(e.channel, e.pitch);
-                        }
-                    }
-                    out.push(e);
-                }
-                self.sounding = sounding;
-                self.last = LastWord::Instant;
-                Ok(out)
-            }
+            return Ok(Vec::new());
         }
+        if let Some(n) = time_word_value(b) {
+            let class = time_class(n, &self.params).ok_or_else(|| {
+                word_err(
+                    word,
+                    WordError::NotTimeWord {
+                        offset_max: self.params.grid().saturating_sub(1),
+                        grid: self.params.grid(),
+                        max_grid: self.params.max_grid(),
+                    },
+                )
+            })?;
+            if !time_may_follow(self.last, class) {
+                let why = match self.last {
+                    LastWord::Offset => "after an offset word only an instant may come",
+                    _ => "after a grid word below the bar only an offset word or an instant may come",
+                };
+                return Err(word_err(word, WordError::NonCanonicalTime(why)));
+            }
+            let tick =
+                self.tick.checked_add(n).ok_or_else(|| word_err(word, WordError::TimeOverflow))?;
+            self.tick = tick;
+            self.last = class;
+            return Ok(Vec::new());
+        }
+        if b.len() > 1 && hex_digit(b[0]).is_some() {
+            if self.last == LastWord::Instant {
+                return Err(word_err(word, WordError::InstantWithoutTime));
+            }
+            let mut sounding = self.sounding;
+            let mut prev: Option<(u8, u8, u8)> = None;
+            let mut out = Vec::with_capacity(b.len() / 5);
+            let mut i = 0;
+            while i < b.len() {
+                let (e, next) = parse_item(b, i, &self.params).map_err(|e| word_err(word, e))?;
+                i = next;
+                let e = NoteEvent { tick: self.tick, ..e };
+                let key = e.item_key();
+                if prev.is_some_and(|p| p >= key) {
+                    return Err(word_err(word, WordError::Unsorted(item_text(&e))));
+                }
+                prev = Some(key);
+                let voice = format!("channel {} pitch {}", e.channel, e.pitch);
+                match e.kind {
+                    EventKind::Off => {
+                        if !sounding.contains(e.channel, e.pitch) {
+                            return Err(word_err(word, WordError::OffNotSounding(voice)));
+                        }
+                        sounding.remove(e.channel, e.pitch);
+                    }
+                    EventKind::On { .. } => {
+                        if sounding.contains(e.channel, e.pitch) {
+                            return Err(word_err(word, WordError::OnSounding(voice)));
+                        }
+                        sounding.insert(e.channel, e.pitch);
+                    }
+                }
+                out.push(e);
+            }
+            self.sounding = sounding;
+            self.last = LastWord::Instant;
+            return Ok(out);
+        }
+        Err(word_err(word, WordError::Unknown))
     }
 }
 
@@ -216,61 +219,52 @@ fn item_text(e: &NoteEvent) -> String {
     s
 }
 
-/// `P_<n>` with `n` a word of the language (no leading zeros): its value and class.
-fn parse_time_word(b: &[u8], params: &LanguageParams) -> Option<(u64, LastWord)> {
-    let digits = b.strip_prefix(b"P_")?;
-    if digits.is_empty() || digits.len() > 7 || digits[0] == b'0' {
-        return None;
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
     }
-    let mut n: u64 = 0;
-    for d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        n = n * 10 + u64::from(d - b'0');
-    }
-    time_class(n, params).map(|c| (n, c))
 }
 
-/// The items of an instant word (tick 0), checked for syntax only.
-fn parse_instant_items(b: &[u8], params: &LanguageParams) -> Result<Vec<NoteEvent>, WordError> {
-    let syntax = |m: &str| WordError::Syntax(m.to_string());
-    let mut out = Vec::with_capacity(b.len() / 5);
-    let mut i = 0;
-    while i < b.len() {
-        let channel = match b[i] {
-            c @ b'0'..=b'9' => c - b'0',
-            c @ b'a'..=b'f' => c - b'a' + 10,
-            _ => return Err(syntax("an instant item starts with a lowercase hex channel digit")),
-        };
-        let on = match b.get(i + 1) {
-            Some(b'+') => true,
-            Some(b'-') => false,
-            _ => return Err(syntax("an instant item's second byte is `+` or `-`")),
-        };
-        let digits = b.get(i + 2..i + 5).ok_or_else(|| syntax("an item is cut short"))?;
-        if !digits.iter().all(u8::is_ascii_digit) {
-            return Err(syntax("a pitch is three decimal digits"));
-        }
-        let pitch =
-            digits.iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
-        if pitch > 127 {
-            return Err(syntax("a pitch is at most 127"));
-        }
-        let pitch = pitch as u8;
-        if on {
-            let v = *b.get(i + 5).ok_or_else(|| syntax("a note-on is cut short"))?;
-            if !(b'a'..=params.last_velocity_letter()).contains(&v) {
-                return Err(syntax("a note-on ends with a velocity letter within the bins"));
-            }
-            out.push(NoteEvent::on(0, channel, pitch, v - b'a'));
-            i += 6;
-        } else {
-            out.push(NoteEvent::off(0, channel, pitch));
-            i += 5;
-        }
+/// `P_` then 1–6 digits without a leading zero: the value (whether or not the language has it).
+fn time_word_value(b: &[u8]) -> Option<u64> {
+    let digits = b.strip_prefix(b"P_")?;
+    if digits.is_empty() || digits.len() > 6 || digits[0] == b'0' {
+        return None;
     }
-    Ok(out)
+    digits.iter().try_fold(0u64, |n, d| d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0')))
+}
+
+/// One item of an instant word starting at byte `i` (tick 0): the event and the next offset.
+fn parse_item(
+    b: &[u8],
+    i: usize,
+    params: &LanguageParams,
+) -> Result<(NoteEvent, usize), WordError> {
+    let channel = hex_digit(b[i]);
+    let sign = b.get(i + 1).copied();
+    let digits = b.get(i + 2..i + 5);
+    let (Some(channel), Some(sign @ (b'+' | b'-')), Some(digits)) = (channel, sign, digits) else {
+        return Err(WordError::Malformed(i));
+    };
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return Err(WordError::Malformed(i));
+    }
+    let pitch = digits.iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
+    if pitch > 127 {
+        return Err(WordError::PitchRange(pitch));
+    }
+    let pitch = pitch as u8;
+    if sign == b'-' {
+        return Ok((NoteEvent::off(0, channel, pitch), i + 5));
+    }
+    match b.get(i + 5) {
+        Some(v) if (b'a'..=params.last_velocity_letter()).contains(v) => {
+            Ok((NoteEvent::on(0, channel, pitch, v - b'a'), i + 6))
+        }
+        _ => Err(WordError::Velocity(i + 5)),
+    }
 }
 
 /// A streaming encoder: fed note events in tick order, it writes time words and each instant word
@@ -471,8 +465,8 @@ mod tests {
         for (w, kw) in [
             ("0+062a", "no time between"),
             ("[PART_Y]", "metadata"),
-            ("P_13", "syntax"),
-            ("P_012", "syntax"),
+            ("P_13", "not a time word"),
+            ("P_012", "unknown word"),
         ] {
             let e = d.feed_word(w).unwrap_err().to_string();
             assert!(e.contains(kw), "{w}: {e}");
@@ -484,13 +478,13 @@ mod tests {
             ("P_24", "canonical"),
             ("0+060a", "already sounding"),
             ("0-061", "not sounding"),
-            ("0+062a0+061a", "sorted"),
-            ("0+062a0+062a", "sorted"),
-            ("0+062a0-060", "sorted"),
-            ("0+062i", "syntax"),
-            ("0+128a", "syntax"),
-            ("0+06", "syntax"),
-            ("A+060a", "syntax"),
+            ("0+062a0+061a", "order"),
+            ("0+062a0+062a", "order"),
+            ("0+062a0-060", "order"),
+            ("0+062i", "velocity"),
+            ("0+128a", "range"),
+            ("0+06", "malformed"),
+            ("A+060a", "unknown word"),
         ] {
             let e = d.feed_word(w).unwrap_err().to_string();
             assert!(e.contains(kw), "{w}: {e}");

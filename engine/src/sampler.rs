@@ -1,0 +1,655 @@
+//! The sampling mask and the sampler.
+//!
+//! Each token's text is computed once ([`TokenTable`]): the id decoded alone with the tokenizer's
+//! ByteLevel decoder. The tokens are arranged in a byte trie ([`VocabTrie`]) so one mask is a
+//! depth-first walk that feeds each byte once for all the tokens sharing it, and drops a whole
+//! subtree as soon as its prefix is refused.
+//!
+//! A token is allowed iff the event grammar ([`GrammarState`], with new items restricted to
+//! channel 0) accepts its bytes after the context, and the engine's [`Policy`] still holds:
+//!
+//! - at most `max_polyphony` channel-0 notes sound (a `0+` item is refused at the cap);
+//! - no channel-0 note sounds longer than `max_note_ticks`: once a note is due, time may not pass
+//!   its deadline, and at the deadline only text that writes its note-off is allowed (the
+//!   grammar's sort order decides what can still come before it in the instant).
+//!
+//! Both rules are prefix-closed (a refused prefix cannot be rescued by more bytes), which is what
+//! lets the walk prune. If the context itself is already past a deadline (a human instant took the
+//! tick at which the off could have been written), the deadline moves to the first tick at which
+//! the off can be written, so a mask is never empty by construction; should it be empty anyway,
+//! the session falls back to a forced word ([`fallback_text`]).
+//!
+//! Sampling: temperature, then top-p (nucleus) over the allowed tokens, with a seeded ChaCha RNG
+//! so a seed gives one sequence.
+
+use anyhow::{bail, Context as _, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokenizers::Tokenizer;
+
+use crate::events::GrammarState;
+
+/// The channel the model writes.
+pub const MODEL_CHANNEL_MASK: u16 = 1;
+
+/// Every token's text, once.
+#[derive(Debug, Clone)]
+pub struct TokenTable {
+    bytes: Vec<Vec<u8>>,
+    /// Special (added) tokens: metadata words, pad, end. Never sampled.
+    special: Vec<bool>,
+}
+
+impl TokenTable {
+    /// Decode each id alone. `vocab_size` is the model's vocabulary (ids past the tokenizer's
+    /// are given no text and never sampled).
+    pub fn from_tokenizer(tokenizer: &Tokenizer, vocab_size: usize) -> Result<Self> {
+        let specials = tokenizer.get_added_tokens_decoder();
+        let mut bytes = Vec::with_capacity(vocab_size);
+        let mut special = Vec::with_capacity(vocab_size);
+        let known = tokenizer.get_vocab_size(true);
+        for id in 0..vocab_size {
+            let id32 = u32::try_from(id).context("vocabulary too large")?;
+            if id >= known {
+                bytes.push(Vec::new());
+                special.push(true);
+                continue;
+            }
+            let is_special = specials.get(&id32).is_some_and(|t| t.special);
+            let text = tokenizer
+                .decode(&[id32], false)
+                .map_err(|e| anyhow::anyhow!("decoding token {id} alone: {e}"))?;
+            bytes.push(text.into_bytes());
+            special.push(is_special);
+        }
+        Ok(Self { bytes, special })
+    }
+
+    /// The text of `id` (empty for ids past the tokenizer's vocabulary).
+    pub fn bytes(&self, id: u32) -> &[u8] {
+        self.bytes.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.get(id as usize).copied().unwrap_or(true)
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The concatenated text of `ids`.
+    pub fn text_of(&self, ids: &[u32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &id in ids {
+            out.extend_from_slice(self.bytes(id));
+        }
+        out
+    }
+}
+
+/// The sampleable tokens in a byte trie.
+#[derive(Debug, Clone)]
+pub struct VocabTrie {
+    nodes: Vec<TrieNode>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TrieNode {
+    /// (byte, child index), sorted by byte.
+    children: Vec<(u8, u32)>,
+    /// Tokens whose text ends here (several ids may share a text).
+    tokens: Vec<u32>,
+}
+
+impl VocabTrie {
+    /// Every non-special token with a non-empty text.
+    pub fn new(table: &TokenTable) -> Self {
+        let mut nodes = vec![TrieNode::default()];
+        for id in 0..table.len() as u32 {
+            let b = table.bytes(id);
+            if table.is_special(id) || b.is_empty() {
+                continue;
+            }
+            let mut at = 0usize;
+            for &byte in b {
+                let next = match nodes[at].children.binary_search_by_key(&byte, |c| c.0) {
+                    Ok(i) => nodes[at].children[i].1 as usize,
+                    Err(i) => {
+                        let new = nodes.len();
+                        nodes.push(TrieNode::default());
+                        nodes[at].children.insert(i, (byte, new as u32));
+                        new
+                    }
+                };
+                at = next;
+            }
+            nodes[at].tokens.push(id);
+        }
+        Self { nodes }
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+/// The engine's limits on what the model may play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Longest channel-0 note, in ticks.
+    pub max_note_ticks: u64,
+    /// Most channel-0 notes sounding at once.
+    pub max_polyphony: u32,
+}
+
+/// The grammar state plus what the policy needs to know about the partial item being written.
+#[derive(Debug, Clone, Copy)]
+pub struct MaskState {
+    pub grammar: GrammarState,
+    /// Bytes of the item being written (an item is at most 6 bytes).
+    partial: [u8; 6],
+    plen: u8,
+    /// Channel-0 pitches struck since this state was made (their deadline restarts).
+    renewed: u128,
+}
+
+impl MaskState {
+    /// `grammar` is the context's state (its channel filter is set to channel 0 here);
+    /// `current_word` is the text of the word being written (after its last space), used to
+    /// recover the partial item.
+    pub fn new(mut grammar: GrammarState, current_word: &[u8]) -> Self {
+        grammar.set_channel_filter(MODEL_CHANNEL_MASK);
+        let mut s = MaskState { grammar, partial: [0; 6], plen: 0, renewed: 0 };
+        if grammar.in_item() {
+            // Items are fixed width: 5 bytes (`0-060`) or 6 (`0+060e`).
+            let mut i = 0;
+            while i < current_word.len() {
+                let width = if current_word.get(i + 1) == Some(&b'+') { 6 } else { 5 };
+                if i + width > current_word.len() {
+                    let rest = &current_word[i..];
+                    s.partial[..rest.len()].copy_from_slice(rest);
+                    s.plen = rest.len() as u8;
+                    break;
+                }
+                i += width;
+            }
+        }
+        s
+    }
+
+    fn partial(&self) -> &[u8] {
+        &self.partial[..usize::from(self.plen)]
+    }
+
+    /// Whether the item being written is a note-on (`0+…`).
+    fn partial_is_on(&self) -> bool {
+        self.plen >= 2 && self.partial[1] == b'+'
+    }
+
+    /// Feed one byte through the grammar and the item tracker.
+    fn step(&mut self, b: u8, policy: &Policy) -> bool {
+        let was_in_item = self.grammar.in_item();
+        if self.grammar.feed(&[b]).is_err() {
+            return false;
+        }
+        if self.grammar.in_item() {
+            if usize::from(self.plen) < self.partial.len() {
+                self.partial[usize::from(self.plen)] = b;
+                self.plen += 1;
+            }
+            if self.plen == 2 && b == b'+' {
+                let sounding = self.grammar.sounding().channel(0).count_ones();
+                if sounding >= policy.max_polyphony {
+                    return false;
+                }
+            }
+        } else if was_in_item {
+            // The byte completed an item.
+            if self.partial_is_on() && self.plen == 5 && self.partial[0] == b'0' {
+                if let Some(p) = pitch_of(&self.partial[2..5]) {
+                    self.renewed |= 1u128 << p;
+                }
+            }
+            self.plen = 0;
+        }
+        true
+    }
+
+    /// Whether these bytes are accepted, with the policy (a copy is fed).
+    pub fn accepts(&self, bytes: &[u8], policy: &Policy, deadlines: &Deadlines) -> bool {
+        let mut s = *self;
+        for &b in bytes {
+            if !s.step(b, policy) || !s.viable(policy, deadlines) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The earliest tick this state's text can reach: the instant's tick, or the tick after the
+    /// time word being written in its shortest form.
+    fn min_tick(&self) -> u64 {
+        let g = &self.grammar;
+        if g.in_time_word() {
+            g.tick().saturating_add(u64::from(g.pending_time().unwrap_or(1)))
+        } else {
+            g.tick()
+        }
+    }
+
+    /// The deadline of channel-0 pitch `p` as seen from this state.
+    fn deadline(&self, p: u8, policy: &Policy, deadlines: &Deadlines) -> u64 {
+        if self.renewed >> p & 1 == 1 {
+            return self.grammar.tick().saturating_add(policy.max_note_ticks);
+        }
+        match deadlines.of(p) {
+            Some(d) => d,
+            None => self.grammar.tick().saturating_add(policy.max_note_ticks),
+        }
+    }
+
+    /// The policy's deadline rule: no channel-0 note past its deadline, and the notes due exactly
+    /// now can still all be closed at this tick.
+    fn viable(&self, policy: &Policy, deadlines: &Deadlines) -> bool {
+        let t = self.min_tick();
+        let mut due: u128 = 0;
+        let mut bits = self.grammar.sounding().channel(0);
+        while bits != 0 {
+            let p = bits.trailing_zeros() as u8;
+            bits &= bits - 1;
+            let d = self.deadline(p, policy, deadlines);
+            if d < t {
+                return false;
+            }
+            if d == t {
+                due |= 1u128 << p;
+            }
+        }
+        due == 0 || self.can_close_now(due)
+    }
+
+    /// Whether every pitch in `due` can get its channel-0 note-off at the current min tick.
+    fn can_close_now(&self, due: u128) -> bool {
+        let g = &self.grammar;
+        let closure = closure_text(due);
+        if g.in_time_word() {
+            let mut text = vec![b' '];
+            text.extend_from_slice(&closure);
+            return g.accepts(&text);
+        }
+        if g.needs_space() {
+            // Right after a header or a complete word: a new word follows the space.
+            if g.last_word() == crate::events::LastWord::Instant {
+                return false;
+            }
+            let mut text = vec![b' '];
+            text.extend_from_slice(&closure);
+            return g.accepts(&text);
+        }
+        if g.at_word_start() {
+            return g.last_word() != crate::events::LastWord::Instant && g.accepts(&closure);
+        }
+        if !g.in_item() {
+            return g.accepts(&closure);
+        }
+        // Mid-item: complete the partial item to some sounding pitch, then close the rest.
+        if self.partial_is_on() {
+            return false; // note-offs sort before note-ons
+        }
+        let partial = self.partial();
+        let sounding = g.sounding().channel(0);
+        (0..128u8).filter(|p| sounding >> p & 1 == 1).any(|p| {
+            let item = off_item(p);
+            if !item.starts_with(partial) {
+                return false;
+            }
+            let mut text = item[partial.len()..].to_vec();
+            text.extend_from_slice(&closure_text(due & !(1u128 << p)));
+            g.accepts(&text)
+        })
+    }
+}
+
+fn off_item(p: u8) -> [u8; 5] {
+    [b'0', b'-', b'0' + p / 100, b'0' + (p / 10) % 10, b'0' + p % 10]
+}
+
+fn closure_text(pitches: u128) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in 0..128u8 {
+        if pitches >> p & 1 == 1 {
+            out.extend_from_slice(&off_item(p));
+        }
+    }
+    out
+}
+
+fn pitch_of(d: &[u8]) -> Option<u8> {
+    if d.len() != 3 || !d.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let v = d.iter().fold(0u32, |a, c| a * 10 + u32::from(c - b'0'));
+    u8::try_from(v).ok().filter(|p| *p < 128)
+}
+
+/// The deadline (in the grammar's ticks) of each sounding channel-0 note.
+#[derive(Debug, Clone)]
+pub struct Deadlines {
+    tick: [Option<u64>; 128],
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self { tick: [None; 128] }
+    }
+}
+
+impl Deadlines {
+    pub fn set(&mut self, pitch: u8, tick: u64) {
+        if let Some(slot) = self.tick.get_mut(usize::from(pitch)) {
+            *slot = Some(tick);
+        }
+    }
+
+    pub fn of(&self, pitch: u8) -> Option<u64> {
+        self.tick.get(usize::from(pitch)).copied().flatten()
+    }
+
+    /// Make `state` viable by moving deadlines it has already missed to the first tick at which
+    /// the notes can still be closed (this tick, or the next one when the instant being written
+    /// has passed their place). Returns how many deadlines moved.
+    pub fn relax_for(&mut self, state: &MaskState, policy: &Policy) -> usize {
+        let t = state.min_tick();
+        let mut due: u128 = 0;
+        let mut bits = state.grammar.sounding().channel(0);
+        while bits != 0 {
+            let p = bits.trailing_zeros() as u8;
+            bits &= bits - 1;
+            let d = state.deadline(p, policy, self);
+            if d <= t {
+                due |= 1u128 << p;
+            }
+        }
+        if due == 0 {
+            return 0;
+        }
+        let to = if state.can_close_now(due) { t } else { t + 1 };
+        let mut moved = 0;
+        for p in 0..128u8 {
+            if due >> p & 1 == 1 && self.of(p) != Some(to) {
+                self.set(p, to);
+                moved += 1;
+            }
+        }
+        moved
+    }
+}
+
+/// The allowed tokens after `state` (sorted ids).
+pub fn allowed_tokens(
+    trie: &VocabTrie,
+    state: &MaskState,
+    policy: &Policy,
+    deadlines: &Deadlines,
+    out: &mut Vec<u32>,
+) {
+    out.clear();
+    let mut stack: Vec<(u32, MaskState)> = Vec::with_capacity(64);
+    stack.push((0, *state));
+    while let Some((node, s)) = stack.pop() {
+        let n = &trie.nodes[node as usize];
+        for &(byte, child) in &n.children {
+            let mut c = s;
+            if !c.step(byte, policy) || !c.viable(policy, deadlines) {
+                continue;
+            }
+            out.extend_from_slice(&trie.nodes[child as usize].tokens);
+            if !trie.nodes[child as usize].children.is_empty() {
+                stack.push((child, c));
+            }
+        }
+    }
+    out.sort_unstable();
+}
+
+/// The allowed tokens under the grammar alone (no policy): the first fallback.
+pub fn grammar_only_tokens(trie: &VocabTrie, state: &MaskState, out: &mut Vec<u32>) {
+    let loose = Policy { max_note_ticks: u64::MAX / 4, max_polyphony: 128 };
+    allowed_tokens(trie, state, &loose, &Deadlines::default(), out);
+}
+
+/// A forced continuation when no token is allowed: text the grammar accepts that ends the current
+/// word and moves time on by one tick (closing due notes where it can). `None` only if the state
+/// cannot be continued at all.
+pub fn fallback_text(state: &MaskState) -> Option<Vec<u8>> {
+    let g = &state.grammar;
+    let mut candidates: Vec<Vec<u8>> = Vec::new();
+    let closure = closure_text(g.sounding().channel(0));
+    if g.at_word_start() {
+        if !closure.is_empty() {
+            candidates.push(closure.clone());
+        }
+        candidates.push(b"P_1".to_vec());
+    }
+    candidates.push(b" P_1".to_vec());
+    if !closure.is_empty() {
+        let mut c = b" ".to_vec();
+        c.extend_from_slice(&closure);
+        candidates.push(c);
+    }
+    candidates.into_iter().find(|c| g.accepts(c))
+}
+
+/// Temperature and nucleus sampling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy (the most likely allowed token).
+    pub temperature: f32,
+    /// Keep the smallest set of tokens whose probability reaches `top_p` (0 < top_p ≤ 1).
+    pub top_p: f32,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self { temperature: 1.0, top_p: 0.95 }
+    }
+}
+
+impl SamplingParams {
+    pub fn validate(&self) -> Result<()> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            bail!("temperature must be a number ≥ 0, got {}", self.temperature);
+        }
+        if !self.top_p.is_finite() || self.top_p <= 0.0 || self.top_p > 1.0 {
+            bail!("top-p must be in (0, 1], got {}", self.top_p);
+        }
+        Ok(())
+    }
+}
+
+/// Seeded sampling over an allowed set.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: ChaCha8Rng,
+    scratch: Vec<(u32, f64)>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams, seed: u64) -> Result<Self> {
+        params.validate()?;
+        Ok(Self { params, rng: ChaCha8Rng::seed_from_u64(seed), scratch: Vec::new() })
+    }
+
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// One token from `allowed` (non-empty) by `logits`. `None` if `allowed` is empty.
+    pub fn sample(&mut self, logits: &[f32], allowed: &[u32]) -> Option<u32> {
+        let logit = |id: u32| -> f64 {
+            let l = logits.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY);
+            if l.is_nan() {
+                f64::NEG_INFINITY
+            } else {
+                f64::from(l)
+            }
+        };
+        let first = *allowed.first()?;
+        if self.params.temperature == 0.0 {
+            let mut best = first;
+            for &id in allowed {
+                if logit(id) > logit(best) {
+                    best = id;
+                }
+            }
+            return Some(best);
+        }
+        let t = f64::from(self.params.temperature);
+        let max = allowed.iter().map(|&id| logit(id)).fold(f64::NEG_INFINITY, f64::max);
+        self.scratch.clear();
+        if max == f64::NEG_INFINITY {
+            // Nothing has a finite logit: uniform over the allowed set.
+            let w = 1.0 / allowed.len() as f64;
+            self.scratch.extend(allowed.iter().map(|&id| (id, w)));
+        } else {
+            let mut sum = 0.0;
+            for &id in allowed {
+                let w = ((logit(id) - max) / t).exp();
+                sum += w;
+                self.scratch.push((id, w));
+            }
+            for e in &mut self.scratch {
+                e.1 /= sum;
+            }
+        }
+        // Most likely first; ties by id, so the order never depends on the input order.
+        self.scratch.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let top_p = f64::from(self.params.top_p);
+        let mut kept = 0;
+        let mut mass = 0.0;
+        for e in &self.scratch {
+            kept += 1;
+            mass += e.1;
+            if mass >= top_p {
+                break;
+            }
+        }
+        let u: f64 = self.rng.random::<f64>() * mass;
+        let mut acc = 0.0;
+        for e in &self.scratch[..kept] {
+            acc += e.1;
+            if u < acc {
+                return Some(e.0);
+            }
+        }
+        Some(self.scratch[kept - 1].0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Grammar, LanguageParams};
+
+    fn policy() -> Policy {
+        Policy { max_note_ticks: 48, max_polyphony: 2 }
+    }
+
+    fn state(text: &[u8]) -> MaskState {
+        let mut g = Grammar::new(LanguageParams::default()).start();
+        g.feed(text).unwrap();
+        let word = text.rsplit(|b| *b == b' ').next().unwrap_or(&[]);
+        MaskState::new(g, word)
+    }
+
+    #[test]
+    fn polyphony_cap_refuses_a_third_note() {
+        let s = state(b"0+060e0+064e");
+        let d = Deadlines::default();
+        assert!(!s.accepts(b"0+067e", &policy(), &d));
+        assert!(!s.accepts(b"0+", &policy(), &d));
+        assert!(s.accepts(b" P_12 0-0600+067e", &policy(), &d));
+        let s = state(b"0+060e0+06");
+        assert!(s.accepts(b"4e", &policy(), &d));
+    }
+
+    #[test]
+    fn deadline_forces_the_off() {
+        // C4 struck at tick 0, deadline 48.
+        let mut d = Deadlines::default();
+        d.set(60, 48);
+        let s = state(b"0+060e P_24 ");
+        let p = policy();
+        assert!(s.accepts(b"P_24", &p, &d)); // reaches 48 exactly
+        assert!(!s.accepts(b"P_36", &p, &d)); // passes 48
+        assert!(!s.accepts(b"P_24 P_1", &p, &d));
+        assert!(s.accepts(b"P_24 0-060", &p, &d));
+        assert!(s.accepts(b"P_24 0-060 P_12", &p, &d));
+        // At the deadline only an instant that writes the off may come.
+        let s = state(b"0+060e P_24 P_24 ");
+        assert!(!s.accepts(b"0+062e", &p, &d));
+        assert!(s.accepts(b"0-0600+062e", &p, &d));
+        // A partial off for a higher pitch would pass 0-060's place.
+        let s = state(b"0+060e0+070e P_24 P_24 0-07");
+        let mut d2 = d.clone();
+        d2.set(70, 200);
+        assert!(!s.accepts(b"0", &p, &d2));
+    }
+
+    #[test]
+    fn relax_moves_a_missed_deadline_to_the_next_tick() {
+        // C4 due at 48, but the instant at 48 already holds a channel-1 item after its place.
+        let mut g = GrammarState::from_events_prefix(
+            LanguageParams::default(),
+            &[crate::events::NoteEvent::on(0, 0, 60, 4), crate::events::NoteEvent::on(48, 1, 30, 1)],
+        );
+        g.feed(b"").unwrap();
+        let s = MaskState::new(g, b"");
+        let mut d = Deadlines::default();
+        d.set(60, 48);
+        let p = policy();
+        assert!(!s.accepts(b" P_1", &p, &d));
+        assert_eq!(d.relax_for(&s, &p), 1);
+        assert_eq!(d.of(60), Some(49));
+        assert!(s.accepts(b" P_1 0-060", &p, &d));
+        assert!(!s.accepts(b" P_2", &p, &d));
+    }
+
+    #[test]
+    fn sampler_is_seeded_and_respects_the_mask() {
+        let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
+        let allowed: Vec<u32> = vec![3, 7, 11, 20, 41];
+        let run = |seed| {
+            let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_p: 1.0 }, seed).unwrap();
+            (0..200).map(|_| s.sample(&logits, &allowed).unwrap()).collect::<Vec<_>>()
+        };
+        let a = run(5);
+        assert_eq!(a, run(5));
+        assert_ne!(a, run(6));
+        assert!(a.iter().all(|t| allowed.contains(t)));
+        // Every allowed token shows up at temperature 1 and top-p 1.
+        for t in &allowed {
+            assert!(a.contains(t), "{t} never sampled");
+        }
+        let mut greedy = Sampler::new(SamplingParams { temperature: 0.0, top_p: 1.0 }, 0).unwrap();
+        let best = *allowed.iter().max_by(|a, b| logits[**a as usize].total_cmp(&logits[**b as usize])).unwrap();
+        assert_eq!(greedy.sample(&logits, &allowed), Some(best));
+        // A tiny top-p keeps only the most likely token.
+        let mut nucleus = Sampler::new(SamplingParams { temperature: 1.0, top_p: 1e-6 }, 1).unwrap();
+        assert!((0..50).all(|_| nucleus.sample(&logits, &allowed) == Some(best)));
+        assert_eq!(greedy.sample(&logits, &[]), None);
+    }
+
+    #[test]
+    fn bad_sampling_params_are_refused() {
+        assert!(Sampler::new(SamplingParams { temperature: -1.0, top_p: 0.9 }, 0).is_err());
+        assert!(Sampler::new(SamplingParams { temperature: 1.0, top_p: 0.0 }, 0).is_err());
+        assert!(Sampler::new(SamplingParams { temperature: 1.0, top_p: 1.5 }, 0).is_err());
+    }
+}
