@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from midicopilot.host.cmd_presets import PresetProblem, load
 
 server_option = click.option(
@@ -24,7 +25,7 @@ def ports(server: str | None, connections: bool, as_json: bool) -> None:
 
     Sources (JACK output ports: keyboards, sequencers, midicopilot:out) come first, then
     destinations (synths, midicopilot:in_*). `hw` marks hardware ports, `a2j` those bridged from
-    ALSA by a2jmidid.
+    ALSA by a2jmidid, `net` those of a netJACK2 slave (a Raspberry Pi's MIDI on the server).
     """
     from midicopilot.host import jackpatch
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from midicopilot.host import presets as P
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 ENGINE_CLIENT = "midicopilot"
 PATCH_CLIENT = "midicopilot-patch"
+NETJACK_PORT_RE = re.compile(r":midi_(to|from)_slave_\d+$")
 
 
 class JackUnavailable(Exception):
@@ -85,8 +86,12 @@ class MidiPort:
 
     @property
     def tag(self) -> str:
+        """`a2j` (a2jmidid's bridge), `net` (a netJACK2 slave's ports on the master: the remote
+        machine's MIDI), `hw` (other physical ports), else empty."""
         if self.client == "a2j":
             return "a2j"
+        if NETJACK_PORT_RE.search(self.name):
+            return "net"
         return "hw" if self.is_physical else ""
 
     def matches(self, pattern: re.Pattern[str]) -> bool:

@@ -76,6 +76,8 @@ class JackServer:
         self._logdir = Path(tempfile.mkdtemp(prefix="jackd-"))
         self.log_path = self._logdir / f"{self.name}.log"
         self._saved_env: str | None = None
+        self._internals: list[str] = []
+        self.reclaim_on_kill = True
 
     # -- life cycle -----------------------------------------------------------------------------
     @property
@@ -130,24 +132,45 @@ class JackServer:
                               f"{self.log_tail()}")
 
     def stop(self) -> None:
-        """Stop jackd (SIGTERM, then SIGKILL after 5 s). Safe to call twice."""
+        """Stop jackd: unload the internal clients we loaded, SIGTERM, and SIGKILL only if it is
+        still up after 15 s. Safe to call twice.
+
+        Why the care: jack2 keeps a registry of at most 8 servers in shared memory and reclaims
+        the entry of a killed server only when a server of the same name starts again, so every
+        SIGKILL of a uniquely named server would leak an entry until "Too many servers already
+        active". A server with netmanager loaded and a slave gone takes ~8 s to exit on SIGTERM;
+        unloading netmanager first makes it exit in about a second. After a SIGKILL the name is
+        reclaimed by starting and cleanly stopping a dummy server under it.
+        """
         if self.set_env and os.environ.get("JACK_DEFAULT_SERVER") == self.name:
             if self._saved_env is None:
                 os.environ.pop("JACK_DEFAULT_SERVER", None)
             else:
                 os.environ["JACK_DEFAULT_SERVER"] = self._saved_env
         proc, self.proc = self.proc, None
+        killed = False
         if proc is not None and proc.poll() is None:
+            for internal in reversed(self._internals):
+                try:
+                    subprocess.run(["jack_unload", internal, self.name], capture_output=True,
+                                   timeout=15, env=self.env)
+                except subprocess.TimeoutExpired:
+                    pass
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+                killed = True
+        self._internals.clear()
         if getattr(self, "_log", None) is not None:
             self._log.close()
             self._log = None
         _running.discard(self)
+        shutil.rmtree(self._logdir, ignore_errors=True)
+        if killed and self.reclaim_on_kill:
+            reclaim_server_name(self.name)
 
     def __enter__(self) -> JackServer:
         return self.start()
@@ -173,6 +196,7 @@ class JackServer:
         if out.returncode != 0 or "running" not in out.stdout:
             raise JackServerError(f"{' '.join(argv)} failed ({out.returncode}): "
                                   f"{(out.stdout + out.stderr).strip()}\n{self.log_tail()}")
+        self._internals.append(internal)
 
     def ports(self) -> list[str]:
         """Port names, listed by `jack_lsp` in a subprocess (safe with several servers up)."""
@@ -188,6 +212,18 @@ class JackServer:
             time.sleep(0.1)
         raise JackServerError(f"port {name} did not appear on server {self.name} within "
                               f"{timeout:.0f} s; it has {self.ports()}\n{self.log_tail()}")
+
+
+def reclaim_server_name(name: str) -> None:
+    """Free jack2's registry entry of a killed server: start a dummy server under the same name
+    (jack2 then reclaims the dead entry) and stop it cleanly."""
+    server = JackServer(name, set_env=False, start_timeout=10)
+    server.reclaim_on_kill = False  # never recurse
+    try:
+        with server:
+            pass
+    except JackServerError:
+        pass  # a live server of that name, or jackd refuses: nothing more we can do
 
 
 @atexit.register

@@ -16,6 +16,7 @@ from pathlib import Path
 import jack
 import pytest
 from jackserver import JackServer, jack_server  # noqa: F401 - jack_server is a fixture
+
 from midicopilot.host import jackpatch
 from midicopilot.host.presets import load_preset
 
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.jack
 KEYSTATION = "Keystation 49 [20] (capture): Keystation 49 MIDI 1"
 JUNO_IN = "Juno [24] (playback): Juno MIDI 1"
 JUNO_OUT = "Juno [24] (capture): Juno MIDI 1"
+THROUGH = "Midi Through [14] (capture): Midi Through Port-0"
 
 PRESET = """
 bundle = "bundle"
@@ -79,6 +81,7 @@ def studio(jack_server: JackServer) -> Iterator[Studio]:  # noqa: F811
     a2j.midi_outports.register(KEYSTATION, is_physical=True, is_terminal=True)
     a2j.midi_outports.register(JUNO_OUT, is_physical=True, is_terminal=True)
     a2j.midi_inports.register(JUNO_IN, is_physical=True, is_terminal=True)
+    a2j.midi_outports.register(THROUGH, is_physical=True, is_terminal=True)
     st.client("mpc").midi_outports.register("out")
     st.client("fluidsynth").midi_inports.register("midi_00")
     other = st.client("Midi-Bridge").midi_inports.register("port-7")
@@ -171,6 +174,18 @@ def test_patch_connects_by_regex_and_warns_on_unmatched(
     assert again.returncode == 0
     assert not [ln for ln in again.stdout.splitlines() if ln.startswith("connected")]
     assert len([ln for ln in again.stdout.splitlines() if ln.startswith("already")]) == 5
+
+
+def test_shipped_demo_preset_patches_a2jmidid_names(studio: Studio) -> None:
+    out = cli("patch", "demo")
+    assert out.returncode == 0, out.stderr
+    assert sorted(out.stdout.splitlines()) == sorted([
+        f"connected a2j:{KEYSTATION} -> midicopilot:in_keys",
+        f"connected a2j:{JUNO_OUT} -> midicopilot:in_keys",
+        "connected midicopilot:out -> fluidsynth:midi_00"])
+    assert len(out.stderr.splitlines()) == 3  # PipeWire's bridge, qsynth, FLUID Synth: absent
+    assert "'^qsynth:midi' matched no MIDI port" in out.stderr
+    assert connections(studio.clients["a2j"], f"a2j:{THROUGH}") == set()
 
 
 def test_patched_connection_carries_midi(studio: Studio, tmp_path: Path) -> None:

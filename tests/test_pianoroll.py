@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib import colors, image
+
 from midicopilot.host import engine as engine_mod
 from midicopilot.host.pianoroll import (
     MODEL_COLOR,

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from midicopilot.host import engine
 from midicopilot.host.presets import (
     PresetError,
@@ -288,3 +289,23 @@ def test_find_engine_order(tmp_path: Path, monkeypatch) -> None:
     assert engine.find_engine() == exe
     monkeypatch.setenv("MIDICOPILOT_ENGINE", str(exe))
     assert engine.find_engine() == exe
+
+
+def test_render_refuses_missing_bundle_and_missing_engine(tmp_path: Path, bundle: Path) -> None:
+    from midicopilot.train.music21_midi import package_midi_files
+
+    src = str(package_midi_files()[0])
+    missing = write(tmp_path, 'bundle = "nowhere"\n', "missing.toml")
+    out = cli("render", str(missing), src, "-o", str(tmp_path / "o.mid"))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"Error: {missing}: bundle: folder {tmp_path / 'nowhere'} does not exist (export a bundle "
+        "there, or build the demo bundle)"]
+
+    ok = write(tmp_path, f'bundle = "{bundle}"\n', "ok.toml")
+    env = {**os.environ, "MIDICOPILOT_ENGINE": str(tmp_path / "no-engine")}
+    out = cli("render", str(ok), src, "-o", str(tmp_path / "o.mid"), env=env)
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [f"Error: MIDICOPILOT_ENGINE={tmp_path / 'no-engine'}: "
+                                       "no such file"]
+    assert not (tmp_path / "o.mid").exists()

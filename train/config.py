@@ -1,10 +1,11 @@
-"""Training configuration: one TOML file per model size, every knob overridable from the command line.
+"""Training configuration: one TOML file per model size, every knob overridable on the command line.
 
-A config file has five tables, `[model]`, `[lora]`, `[data]`, `[train]`, `[export]`, and per-phase
-overrides of the data and train tables: `[align.train]`, `[align.data]`, `[style.train]`,
-`[style.data]`. `resolve(path, phase, sets)` applies `--set key=value` overrides (dotted keys such as
-`train.lr=3e-4` or `style.train.max_steps=50`), then folds the phase's tables into the top level, and
-returns a `RunConfig` of plain dataclasses. Unknown keys and wrongly typed values are errors.
+A config file has five tables, `[model]`, `[lora]`, `[data]`, `[train]`, `[export]`, and
+per-phase overrides of the data and train tables: `[align.train]`, `[align.data]`,
+`[style.train]`, `[style.data]`. `resolve(path, phase, sets)` applies `--set key=value` overrides
+(dotted keys such as `train.lr=3e-4` or `style.train.max_steps=50`), then folds the phase's tables
+into the top level, and returns a `RunConfig` of plain dataclasses. Unknown keys and wrongly typed
+values are errors.
 
 The knobs are documented by the dataclasses below (see also train/configs/*.toml).
 """

@@ -38,8 +38,12 @@ def _pre_tokenizer():
 
 
 def train_tokenizer(corpora: Sequence[Path | str], vocab_size: int, *, min_frequency: int = 2,
-                    progress: bool = True):
-    """Train the BPE tokenizer on the train split of one or more corpus folders."""
+                    max_examples: int = 0, progress: bool = True):
+    """Train the BPE tokenizer on the train split of one or more corpus folders.
+
+    `max_examples` > 0 trains on an evenly spaced sample of that many examples per corpus (BPE
+    statistics settle long before a transposed corpus is exhausted; training time grows with it).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
@@ -65,18 +69,21 @@ def train_tokenizer(corpora: Sequence[Path | str], vocab_size: int, *, min_frequ
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=progress,
     )
-    texts = _bodies(corpora, "train")
+    texts = _bodies(corpora, "train", max_examples)
     tokenizer.train_from_iterator(texts, trainer=trainer)
     if tokenizer.token_to_id(PAD_TOKEN) != 0 or tokenizer.token_to_id(EOS_TOKEN) != 1:
         raise TokenizerError("internal: [PAD] and [EOS] did not get ids 0 and 1")
     return tokenizer
 
 
-def _bodies(corpora: Sequence[Path | str], split: str) -> Iterator[str]:
+def _bodies(corpora: Sequence[Path | str], split: str, max_examples: int = 0) -> Iterator[str]:
     """Body texts (headers stripped: the metadata tokens are special, not learned)."""
     for corpus in corpora:
-        for text in corpus_mod.corpus_texts(corpus, split):
-            yield body_of(text)
+        total = corpus_mod.load_manifest(corpus)["counts"].get(split, {}).get("examples", 0)
+        stride = max(1, -(-total // max_examples)) if max_examples > 0 else 1
+        for i, text in enumerate(corpus_mod.corpus_texts(corpus, split)):
+            if i % stride == 0:
+                yield body_of(text)
 
 
 def body_of(text: str) -> str:

@@ -4,3 +4,9 @@ pub mod cmd;
 pub mod events;
 pub mod bundle;
 pub mod model;
+pub mod sampler;
+pub mod tempo;
+pub mod backend;
+pub mod context;
+pub mod session;
+pub mod live; // the live JACK client (live helper)

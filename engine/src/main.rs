@@ -19,14 +19,25 @@ enum Command {
     Encode(cmd::encode::EncodeArgs),
     /// Write event-language text as a MIDI file.
     Decode(cmd::decode::DecodeArgs),
+    /// Play a MIDI file's channels 1–15 through the model and write its channel-0 answer.
+    Render(cmd::render::RenderArgs),
+    /// Play live as a JACK client: channels 1–15 in, the model's channel 0 out.
+    Jack(cmd::jack::JackArgs),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Encode(args) => cmd::encode::run(args),
         Command::Decode(args) => cmd::decode::run(args),
+        Command::Render(args) => cmd::render::run(args),
+        Command::Jack(args) => cmd::jack::run(args),
     }
 }
+
+// Counts allocations inside the JACK process callback (live helper; see live::alloc_guard).
+#[global_allocator]
+static ALLOC: midicopilot_engine::live::alloc_guard::CountingAlloc =
+    midicopilot_engine::live::alloc_guard::CountingAlloc;
 
 fn main() -> ExitCode {
     match cmd::parse_args::<Cli>() {

@@ -278,9 +278,14 @@ impl MaskState {
         let g = &self.grammar;
         let closure = closure_text(due);
         if g.in_time_word() {
-            let mut text = vec![b' '];
-            text.extend_from_slice(&closure);
-            return g.accepts(&text);
+            // End the time word in its shortest form (`P` or `P_` become `P_1`), then the off.
+            let ends: &[&[u8]] =
+                if g.pending_time().is_some() { &[b" "] } else { &[b"_1 ", b"1 "] };
+            return ends.iter().any(|end| {
+                let mut text = end.to_vec();
+                text.extend_from_slice(&closure);
+                g.accepts(&text)
+            });
         }
         if g.needs_space() {
             // Right after a header or a complete word: a new word follows the space.
@@ -584,22 +589,27 @@ mod tests {
         // C4 struck at tick 0, deadline 48.
         let mut d = Deadlines::default();
         d.set(60, 48);
-        let s = state(b"0+060e P_24 ");
+        let s = state(b"0+060e P_24 0+062e ");
         let p = policy();
         assert!(s.accepts(b"P_24", &p, &d)); // reaches 48 exactly
         assert!(!s.accepts(b"P_36", &p, &d)); // passes 48
         assert!(!s.accepts(b"P_24 P_1", &p, &d));
         assert!(s.accepts(b"P_24 0-060", &p, &d));
         assert!(s.accepts(b"P_24 0-060 P_12", &p, &d));
+        assert!(s.accepts(b"P_12 P_2 0-060", &p, &d)); // closing early is fine too
         // At the deadline only an instant that writes the off may come.
-        let s = state(b"0+060e P_24 P_24 ");
+        let s = state(b"0+060e P_48 ");
         assert!(!s.accepts(b"0+062e", &p, &d));
+        assert!(!s.accepts(b"P", &p, &d));
         assert!(s.accepts(b"0-0600+062e", &p, &d));
         // A partial off for a higher pitch would pass 0-060's place.
-        let s = state(b"0+060e0+070e P_24 P_24 0-07");
+        let s = state(b"0+060e0+070e P_48 0-07");
         let mut d2 = d.clone();
         d2.set(70, 200);
         assert!(!s.accepts(b"0", &p, &d2));
+        let s = state(b"0+060e0+070e P_48 0-0");
+        assert!(s.accepts(b"60", &p, &d2));
+        assert!(!s.accepts(b"70", &p, &d2));
     }
 
     #[test]

@@ -43,9 +43,10 @@ pub struct BenchArgs {
     /// Skip the transformers comparison.
     #[arg(long)]
     pub no_transformers: bool,
-    /// Python interpreter for the transformers comparison.
-    #[arg(long, env = "MIDICOPILOT_PYTHON", default_value = "python3")]
-    pub python: String,
+    /// Python interpreter for the transformers comparison [default: $MIDICOPILOT_PYTHON, else
+    /// python3].
+    #[arg(long)]
+    pub python: Option<String>,
 }
 
 /// Runs the benchmark and prints its report.
@@ -175,7 +176,12 @@ fn bench_engine(bundle: &Bundle, steps: usize, repeats: usize) -> Result<Value> 
 }
 
 fn bench_transformers(args: &BenchArgs) -> Result<Value> {
-    let output = Command::new(&args.python)
+    let python = args
+        .python
+        .clone()
+        .or_else(|| std::env::var("MIDICOPILOT_PYTHON").ok())
+        .unwrap_or_else(|| "python3".to_string());
+    let output = Command::new(&python)
         .args(["-m", "midicopilot.train.bench_transformers", "--json", "--steps"])
         .arg(args.steps.to_string())
         .arg("--repeats")
@@ -184,7 +190,7 @@ fn bench_transformers(args: &BenchArgs) -> Result<Value> {
         .arg(&args.bundle)
         .output()
         .with_context(|| {
-            format!("cannot run {} for the transformers comparison (or pass --no-transformers)", args.python)
+            format!("cannot run {python} for the transformers comparison (or pass --no-transformers)")
         })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);

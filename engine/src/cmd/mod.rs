@@ -2,6 +2,8 @@
 
 pub mod decode;
 pub mod encode;
+pub mod render; // added by the decoder-loop helper (cmd/render.rs)
+pub mod jack; // live helper: `midicopilot-engine jack`
 
 use std::io::Write;
 use std::process::ExitCode;

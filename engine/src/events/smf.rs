@@ -7,6 +7,7 @@
 //! - the chunk layer is read here: mido reads exactly the number of tracks the header announces,
 //!   each of which must be an `MTrk` chunk, and ignores anything after them; midly would skip
 //!   unknown chunks, accept RIFF-wrapped files and read past the announced count;
+//! - the track count is read as a signed number, as mido does (0x8000 and up: no track);
 //! - the header's division word is checked here first (midly panics in debug builds on some SMPTE
 //!   words, and SMPTE files are refused anyway);
 //! - running status survives meta events (mido keeps it; midly clears it);
@@ -87,7 +88,9 @@ fn read_chunks(bytes: &[u8]) -> Result<Chunks<'_>, EventError> {
         )));
     }
     let format = be_u16(&header[0..2]);
-    let ntracks = be_u16(&header[2..4]);
+    // mido reads the track count as a signed 16-bit number: a count of 0x8000 or more reads no
+    // track at all.
+    let ntracks = u16::try_from(be_u16(&header[2..4]) as i16).unwrap_or(0);
     let division = be_u16(&header[4..6]);
     if division & 0x8000 != 0 {
         return Err(EventError::Smpte(division));

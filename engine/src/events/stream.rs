@@ -463,7 +463,7 @@ mod tests {
         assert_eq!(d.feed_word("0+060e").unwrap(), vec![NoteEvent::on(0, 0, 60, 4)]);
         let before = d.clone();
         for (w, kw) in [
-            ("0+062a", "no time between"),
+            ("0+062a", "two instants"),
             ("[PART_Y]", "metadata"),
             ("P_13", "not a time word"),
             ("P_012", "unknown word"),

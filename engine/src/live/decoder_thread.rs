@@ -1,0 +1,181 @@
+//! The decoder thread: owns the [`Session`] (model, KV cache, context) and the tempo source.
+//!
+//! One iteration:
+//! 1. "now" is the frame just after the callback's last cycle;
+//! 2. every input event from the ring: notes become [`NoteEvent`]s at the tick of their frame
+//!    (rounded to the nearest tick) and are queued in the session; clock messages go to the
+//!    tempo source only (never into the context); the transport snapshot too;
+//! 3. `advance(tick at now + horizon)`: the session puts the human events in (cutting tentative
+//!    events they precede), generates a few tokens towards `lookahead` ticks ahead, and
+//!    releases what is due before the horizon — those go to the callback, converted to frames
+//!    (never earlier than the previous one, so the ring stays sorted). One released after its
+//!    due frame is counted late;
+//! 4. when the model is ahead: flush work (`idle`), or a 1 ms sleep when there is none.
+//!
+//! Released events that find the output ring full wait here (in order) and are counted.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::clock::{Follower, TempoStats};
+use super::{InEvent, InKind, OutEvent, Shared};
+use crate::events::{bin_of_velocity, velocity_of_bin, EventKind, NoteEvent};
+use crate::session::{Session, SessionStats};
+use crate::tempo::Tempo;
+
+/// The decoder thread's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct DecoderConfig {
+    /// Release events this many frames before they are due.
+    pub horizon_frames: u64,
+    /// Flush prefill tokens per idle call.
+    pub idle_chunk: usize,
+}
+
+/// What the decoder thread did (the report's `decoder` part).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DecoderStats {
+    /// Human note events handed to the session.
+    pub human_events: u64,
+    /// Model events released to the callback.
+    pub released: u64,
+    /// Released at a frame the callback had already passed (the output was late).
+    pub late: u64,
+    /// How late the latest of those was, in milliseconds.
+    pub late_max_ms: f64,
+    /// Smallest margin between release and due frame, in milliseconds (negative: late).
+    pub margin_min_ms: Option<f64>,
+    /// Released events that found the output ring full and waited.
+    pub out_ring_waits: u64,
+    /// Loop iterations and the longest one (a long one is a forward pass or a flush stall).
+    pub iterations: u64,
+    pub iteration_max_ms: f64,
+    /// The error that ended the thread, if any.
+    pub error: Option<String>,
+    pub tempo: TempoStats,
+    pub session: SessionStats,
+}
+
+/// Run until `quit` is set (or the session fails). Returns what it did.
+pub fn run(
+    mut session: Session,
+    mut tempo: Follower,
+    mut input: rtrb::Consumer<InEvent>,
+    mut output: rtrb::Producer<OutEvent>,
+    shared: Arc<Shared>,
+    cfg: DecoderConfig,
+    quit: Arc<AtomicBool>,
+) -> DecoderStats {
+    let mut stats = DecoderStats::default();
+    let rate = f64::from(tempo.map().rate());
+    let mut state = Loop { pending: VecDeque::new(), last_frame: 0 };
+    let result = (|| -> Result<()> {
+        while !quit.load(Ordering::Acquire) {
+            let t0 = Instant::now();
+            let worked = state.iteration(&mut session, &mut tempo, &mut input, &mut output,
+                                         &shared, &cfg, &mut stats, rate)?;
+            stats.iterations += 1;
+            stats.iteration_max_ms = stats.iteration_max_ms.max(t0.elapsed().as_secs_f64() * 1e3);
+            if !worked {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        stats.error = Some(format!("{e:#}"));
+    }
+    stats.tempo = tempo.stats();
+    // The callback writes the note-offs of what actually sounds; the session's own stop only
+    // closes its bookkeeping (its events are never sent).
+    let _ = session.stop(0);
+    stats.session = session.stats();
+    stats
+}
+
+struct Loop {
+    /// Released events waiting for room in the output ring.
+    pending: VecDeque<OutEvent>,
+    /// Frame of the last event sent (the ring stays sorted).
+    last_frame: u64,
+}
+
+impl Loop {
+    /// One pass; returns whether there was anything to do (else the caller sleeps a little).
+    #[allow(clippy::too_many_arguments)]
+    fn iteration(
+        &mut self,
+        session: &mut Session,
+        tempo: &mut Follower,
+        input: &mut rtrb::Consumer<InEvent>,
+        output: &mut rtrb::Producer<OutEvent>,
+        shared: &Shared,
+        cfg: &DecoderConfig,
+        stats: &mut DecoderStats,
+        rate: f64,
+    ) -> Result<bool> {
+        let now = shared.now_frame();
+        let bins = session.context().params().velocity_bins;
+        let mut worked = false;
+
+        while let Ok(ev) = input.pop() {
+            worked = true;
+            let tick = (tempo.ticks_at(ev.frame) + 0.5).floor() as u64;
+            match ev.kind {
+                InKind::NoteOn { channel, pitch, velocity } => {
+                    session.human(NoteEvent::on(tick, channel, pitch, bin_of_velocity(velocity, bins)));
+                    stats.human_events += 1;
+                }
+                InKind::NoteOff { channel, pitch } => {
+                    session.human(NoteEvent::off(tick, channel, pitch));
+                    stats.human_events += 1;
+                }
+                kind => tempo.on_clock_message(ev.frame, kind),
+            }
+        }
+        if let Some(snap) = shared.transport.read() {
+            tempo.on_transport(snap);
+        }
+
+        let release_tick = tempo.ticks_at(now + cfg.horizon_frames).floor() as u64;
+        let ahead_before = session.is_ahead(release_tick);
+        let released = session.advance(release_tick)?;
+        for ev in released {
+            let due = tempo.frame_at(ev.tick as f64).max(self.last_frame);
+            self.last_frame = due;
+            let margin_ms = (due as f64 - now as f64) / rate * 1e3;
+            stats.margin_min_ms = Some(stats.margin_min_ms.map_or(margin_ms, |m| m.min(margin_ms)));
+            if due < now {
+                stats.late += 1;
+                stats.late_max_ms = stats.late_max_ms.max(-margin_ms);
+            }
+            stats.released += 1;
+            let out = match ev.kind {
+                EventKind::On { velocity_bin } => {
+                    OutEvent::note_on(due, ev.pitch, velocity_of_bin(velocity_bin, bins))
+                }
+                EventKind::Off => OutEvent::note_off(due, ev.pitch),
+            };
+            self.pending.push_back(out);
+            worked = true;
+        }
+        while let Some(ev) = self.pending.front().copied() {
+            if output.push(ev).is_err() {
+                stats.out_ring_waits += 1;
+                break;
+            }
+            self.pending.pop_front();
+        }
+        if !ahead_before {
+            worked = true;
+        } else if session.idle(cfg.idle_chunk)? {
+            worked = true;
+        }
+        Ok(worked)
+    }
+}

@@ -1,0 +1,147 @@
+"""Export a checkpoint as a model bundle: the contract between training and the Rust engine.
+
+    BUNDLE/
+      model.safetensors   merged weights (LoRA folded in; embed_tokens and lm_head trained)
+      config.json         transformers Olmo2Config; vocab_size = tokenizer size
+      tokenizer.json      the MIDI tokenizer
+      midicopilot.json    format, event language and its parameters, metadata tokens, training
+
+The bundle is written beside its destination and renamed into place; an existing bundle folder is
+an error unless `force`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from midicopilot.train import model as model_mod
+from midicopilot.train import tokenizer as tok_mod
+from midicopilot.train import trainer
+from midicopilot.train.config import RunConfig
+
+BUNDLE_FORMAT = "midicopilot-bundle"
+BUNDLE_VERSION = 1
+BUNDLE_FILES = ("model.safetensors", "config.json", "tokenizer.json", "midicopilot.json")
+
+
+class ExportError(RuntimeError):
+    """A bundle that cannot be written. `str(err)` is one line."""
+
+
+def load_trained(checkpoint: Path | str, merged: bool = True):
+    """(model, tokenizer, config, checkpoint folder) of a checkpoint or run folder; the model has
+    its adapters merged unless `merged` is False. Always a full-precision base (no quantization)."""
+    ckpt = trainer.find_checkpoint(checkpoint)
+    run = trainer.run_of_checkpoint(ckpt)
+    info = trainer.read_json(run / "run.json")
+    cfg = RunConfig.from_dict(info["config"])
+    cfg.model.quantize = ""  # merge into the full-precision base, never into 4/8-bit weights
+    tokenizer = tok_mod.load_tokenizer(run / tok_mod.TOKENIZER_FILE)
+    base = model_mod.build_base(cfg.model, tokenizer.get_vocab_size(),
+                                tokenizer.token_to_id(tok_mod.PAD_TOKEN),
+                                tokenizer.token_to_id(tok_mod.EOS_TOKEN),
+                                saved_base=run / model_mod.BASE_DIR)
+    model = model_mod.add_lora(base, cfg.lora, cfg.model)
+    model_mod.load_trainable_state(model, trainer._load_tensors(ckpt / "trainable.safetensors"),
+                                   source=str(ckpt))
+    model.eval()
+    if merged:
+        model = model_mod.merge(model)
+        model.eval()
+    return model, tokenizer, cfg, ckpt
+
+
+def bundle_metadata(ckpt: Path, tokenizer, cfg: RunConfig) -> dict[str, Any]:
+    run = trainer.run_of_checkpoint(ckpt)
+    info = trainer.read_json(run / "run.json")
+    state = trainer.read_json(ckpt / "state.json")
+    meta = tok_mod.meta_tokens(tokenizer)
+    # the styles the model was trained to follow: headers of the phases that used them
+    chain = [*info.get("history", []), trainer.phase_record(run, info, state)]
+    used = sorted({t for p in chain if p.get("header") for t in p.get("meta_tokens", [])})
+    tokenizer_info_path = Path(info["tokenizer_source"])
+    if not tokenizer_info_path.is_dir():
+        tokenizer_info_path = tokenizer_info_path.parent
+    tokenizer_info = {}
+    if (tokenizer_info_path / "tokenizer-info.json").exists():
+        tokenizer_info = json.loads((tokenizer_info_path / "tokenizer-info.json").read_text())
+    return {
+        "format": BUNDLE_FORMAT,
+        "bundle_version": BUNDLE_VERSION,
+        "event_language": info["corpus_manifest"]["event_language"],
+        "params": info["corpus_manifest"]["params"],
+        "meta_tokens": meta,
+        "genres": [t for t in used if t.startswith("[GENRE_")],
+        "parts": [t for t in used if t.startswith("[PART_")],
+        "pad_token": tok_mod.PAD_TOKEN,
+        "eos_token": tok_mod.EOS_TOKEN,
+        "vocab_size": tokenizer.get_vocab_size(),
+        "context_length": cfg.data.context_length,
+        "base_model": cfg.model.base,
+        "training": {
+            "phases": chain,
+            "checkpoint": str(ckpt.resolve()),
+            "step": state["step"],
+            "lora": {"r": cfg.lora.r, "alpha": cfg.lora.alpha,
+                     "target_modules": cfg.lora.target_modules,
+                     "modules_to_save": cfg.lora.modules_to_save},
+            "tokenizer": tokenizer_info,
+        },
+    }
+
+
+def export_bundle(checkpoint: Path | str, out: Path | str, force: bool = False,
+                  dtype: str | None = None) -> Path:
+    """Merge a checkpoint's adapters and write the bundle folder `out`."""
+    import torch
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists: pass --force to replace it")
+    model, tokenizer, cfg, ckpt = load_trained(checkpoint)
+    dtype = dtype or cfg.export.dtype
+    model = model.to(model_mod.torch_dtype(dtype))
+    model.config.vocab_size = tokenizer.get_vocab_size()
+    model.config.pad_token_id = tokenizer.token_to_id(tok_mod.PAD_TOKEN)
+    model.config.eos_token_id = tokenizer.token_to_id(tok_mod.EOS_TOKEN)
+    model.config.bos_token_id = None
+    model.config.use_cache = True
+    if model.get_input_embeddings().weight.shape[0] != tokenizer.get_vocab_size():
+        raise ExportError("internal: embedding rows differ from the tokenizer's vocabulary")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        with torch.no_grad():
+            model.save_pretrained(tmp, safe_serialization=True, max_shard_size="1000GB")
+        for extra in tmp.iterdir():
+            if extra.name not in BUNDLE_FILES:
+                extra.unlink() if extra.is_file() else shutil.rmtree(extra)
+        if not (tmp / "model.safetensors").exists():
+            raise ExportError("internal: save_pretrained did not write model.safetensors")
+        tokenizer.save(str(tmp / tok_mod.TOKENIZER_FILE))
+        meta = bundle_metadata(ckpt, tokenizer, cfg)
+        meta["dtype"] = dtype
+        (tmp / "midicopilot.json").write_text(json.dumps(meta, indent=1) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read_bundle(bundle: Path | str) -> dict[str, Any]:
+    """midicopilot.json of a bundle folder, checked for the files and format."""
+    bundle = Path(bundle)
+    missing = [f for f in BUNDLE_FILES if not (bundle / f).exists()]
+    if missing:
+        raise ExportError(f"{bundle}: not a model bundle (no {missing[0]})")
+    meta = json.loads((bundle / "midicopilot.json").read_text())
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise ExportError(f"{bundle}/midicopilot.json: not a midicopilot bundle")
+    return meta

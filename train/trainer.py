@@ -1,0 +1,758 @@
+"""The training loop of both phases, in plain torch (nanoGPT-style: read it top to bottom).
+
+    align:  generic corpus, fresh LoRA + resized embeddings          (design document §4.1, phase 1)
+    style:  target corpus, windows open with [GENRE_…] [PART_…],
+            starts from the align checkpoint (--init-from)          (phase 2)
+
+A run folder holds everything a run needs to resume or be exported:
+
+    run.json              phase, resolved config, corpus, tokenizer hash, where it started from
+    tokenizer.json        the tokenizer it was trained with
+    base/                 tiny base only: its random (frozen) weights
+    data/                 the tokenized windows (train/val), fixed for the life of the run
+    checkpoints/step-N/   trainable.safetensors, optimizer.pt, rng-rank<r>.pt, state.json
+    metrics.jsonl         one line per step ({"step", "loss", "lr"}) and per evaluation
+    summary.json          the finished run: losses against the unigram baseline, time
+
+Checkpoints are written to a hidden temporary folder and renamed into place, so a kill -9 leaves
+either a whole checkpoint or none. `--resume` restores the trainable weights, the optimizer, the
+RNG states of every rank and the data position (epoch and cursor of the seeded shuffle); the
+learning rate is a function of the step. The loss sequence then continues as if never stopped.
+
+Under `torchrun` (WORLD_SIZE > 1) the same loop runs DDP: every rank draws the same global batch
+and trains on its slice; gloo on CPU, nccl on CUDA.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from midicopilot.train import corpus as corpus_mod
+from midicopilot.train import model as model_mod
+from midicopilot.train import tokenizer as tok_mod
+from midicopilot.train.config import RESUMABLE_KEYS, RunConfig, differences
+
+RUN_FORMAT = "midicopilot-run"
+IGNORE = -100
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or continue. `str(err)` is one line."""
+
+
+# --- windows -------------------------------------------------------------------------------------
+
+@dataclass
+class Windows:
+    """Tokenized training windows: `ids` (n, L) padded with [PAD]; the first `header[i]` tokens of
+    window i are the metadata header (given, never predicted)."""
+
+    ids: np.ndarray
+    header: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def cut_windows(header_ids: list[int], body_ids: np.ndarray, word_start: np.ndarray,
+                context_length: int) -> list[np.ndarray]:
+    """Cut one example into windows of at most `context_length` tokens, each the header followed
+    by body tokens from a word start to a word start. The last window is moved back (overlapping
+    its neighbour) so that it is full too."""
+    budget = context_length - len(header_ids)
+    if budget < 8:
+        raise TrainError(f"data.context_length {context_length} leaves no room after a "
+                         f"{len(header_ids)}-token header")
+    n = len(body_ids)
+    starts = np.flatnonzero(word_start[body_ids])
+    starts = np.append(starts, n)  # the end is a boundary too
+    header = np.asarray(header_ids, dtype=body_ids.dtype)
+    windows = []
+    s = 0
+    while s < n:
+        if s + budget >= n:
+            # the tail: start as early as a full window allows, but no later than s
+            back = starts[np.searchsorted(starts, n - budget)]
+            s = min(s, int(back)) if windows else s
+            windows.append(np.concatenate([header, body_ids[s:n]]))
+            break
+        # the last word start at or before s + budget (cutting mid-word only if one word is longer)
+        i = np.searchsorted(starts, s + budget, side="right") - 1
+        e = int(starts[i]) if starts[i] > s else s + budget
+        windows.append(np.concatenate([header, body_ids[s:e]]))
+        s = e
+    return windows
+
+
+def make_windows(texts: Iterable[str], tokenizer, context_length: int, header: bool, eos: bool,
+                 progress: bool = False, desc: str = "windows") -> Windows:
+    """Tokenize event texts and cut them into windows."""
+    from tqdm import tqdm
+
+    vocab = tokenizer.get_vocab_size()
+    word_start = np.zeros(vocab + 1, dtype=bool)
+    for token, i in tokenizer.get_vocab().items():
+        word_start[i] = token.startswith("Ġ")
+    eos_id = tokenizer.token_to_id(tok_mod.EOS_TOKEN)
+    word_start[eos_id] = True
+    dtype = np.uint16 if vocab <= 65535 else np.int32
+    rows: list[np.ndarray] = []
+    heads: list[int] = []
+    header_cache: dict[str, list[int]] = {}
+
+    def add(batch: list[str]) -> None:
+        headers = [" ".join(corpus_mod.header_words(t)) for t in batch]
+        bodies = [" " + tok_mod.body_of(t) for t in batch]
+        encoded = tokenizer.encode_batch(bodies, add_special_tokens=False)
+        for head, enc in zip(headers, encoded, strict=True):
+            if header and head:
+                if head not in header_cache:
+                    header_cache[head] = tokenizer.encode(head, add_special_tokens=False).ids
+                head_ids = header_cache[head]
+            else:
+                head_ids = []
+            body = np.asarray(enc.ids + ([eos_id] if eos else []), dtype=dtype)
+            for window in cut_windows(head_ids, body, word_start, context_length):
+                rows.append(window)
+                heads.append(len(head_ids))
+
+    batch: list[str] = []
+    for text in tqdm(texts, desc=desc, unit="ex", disable=not progress, leave=False):
+        batch.append(text)
+        if len(batch) >= 512:
+            add(batch)
+            batch = []
+    if batch:
+        add(batch)
+    ids = np.full((len(rows), context_length), tokenizer.token_to_id(tok_mod.PAD_TOKEN),
+                  dtype=dtype)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = row
+    return Windows(ids, np.asarray(heads, dtype=np.int16))
+
+
+def targets_of(ids, header, pad_id: int):
+    """Labels for next-token prediction: [PAD] and header positions are ignored."""
+    import torch
+
+    labels = ids.long().clone()
+    labels[ids == pad_id] = IGNORE
+    positions = torch.arange(ids.shape[1]).unsqueeze(0)
+    labels[positions < header.unsqueeze(1)] = IGNORE
+    return labels
+
+
+def unigram_loss(train: Windows, val: Windows, vocab_size: int, pad_id: int) -> float:
+    """Cross-entropy (nats/token) of the train split's add-one unigram distribution on val
+    targets: the baseline a model must beat."""
+    import torch
+
+    def targets(w: Windows) -> np.ndarray:
+        labels = targets_of(torch.from_numpy(w.ids.astype(np.int64)),
+                            torch.from_numpy(w.header.astype(np.int64)), pad_id)[:, 1:]
+        flat = labels.flatten()
+        return flat[flat != IGNORE].numpy()
+
+    counts = np.bincount(targets(train), minlength=vocab_size).astype(np.float64) + 1.0
+    logp = np.log(counts / counts.sum())
+    t = targets(val)
+    return float(-logp[t].mean()) if len(t) else float("nan")
+
+
+# --- data order ----------------------------------------------------------------------------------
+
+class Sampler:
+    """Windows in a seeded shuffle, epoch after epoch; its state is (epoch, cursor)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self.epoch = self.cursor = 0
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def _order(self) -> np.ndarray:
+        if self._perm is None or self._perm[0] != self.epoch:
+            self._perm = (self.epoch, np.random.default_rng([self.seed, self.epoch])
+                          .permutation(self.n))
+        return self._perm[1]
+
+    def take(self, k: int) -> np.ndarray:
+        out = []
+        while k > 0:
+            chunk = self._order()[self.cursor:self.cursor + k]
+            out.append(chunk)
+            k -= len(chunk)
+            self.cursor += len(chunk)
+            if self.cursor >= self.n:
+                self.epoch, self.cursor = self.epoch + 1, 0
+        return np.concatenate(out)
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load(self, state: dict[str, int]) -> None:
+        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warmup, then cosine decay to lr * min_lr_ratio at max_steps (step is 1-based)."""
+    if step <= cfg.warmup_steps:
+        return cfg.lr * step / max(1, cfg.warmup_steps)
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * coeff)
+
+
+# --- distributed ---------------------------------------------------------------------------------
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def setup_dist(device_kind: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+def checkpoint_dirs(run: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = run / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir()
+             if p.is_dir() and p.name.startswith("step-") and (p / "state.json").exists()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def find_checkpoint(path: Path | str) -> Path:
+    """A checkpoint folder, or the newest checkpoint of a run folder."""
+    path = Path(path)
+    if (path / "state.json").exists() and (path / "trainable.safetensors").exists():
+        return path
+    if (path / "run.json").exists():
+        found = checkpoint_dirs(path)
+        if not found:
+            raise TrainError(f"{path}: the run has no checkpoint yet")
+        return found[-1]
+    raise TrainError(f"{path}: neither a run folder nor a checkpoint")
+
+
+def run_of_checkpoint(checkpoint: Path) -> Path:
+    return checkpoint.parent.parent
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise TrainError(f"{path}: unreadable ({err})") from None
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    run: Path
+    steps: int
+    eval_loss: float | None
+    unigram_loss: float | None
+    seconds: float
+
+
+def _log(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def train(cfg: RunConfig, out: Path | str, corpus: Path | str | None = None,
+          tokenizer: Path | str | None = None, init_from: Path | str | None = None,
+          resume: bool = False, progress: bool = True,
+          log: Callable[[str], None] = _log) -> RunResult:
+    """Run (or resume) one phase into the run folder `out`. See the module docstring."""
+    import torch
+
+    run = Path(out)
+    t = cfg.train
+    device_kind = ("cuda" if torch.cuda.is_available() else "cpu") if t.device == "auto" \
+        else t.device
+    if device_kind == "cuda" and not torch.cuda.is_available():
+        raise TrainError("train.device is cuda but no CUDA GPU is available")
+    model_mod.check_quantize(cfg.model)
+    dist = setup_dist(device_kind)
+    device = torch.device("cuda", dist.local_rank) if device_kind == "cuda" else torch.device("cpu")
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+
+    # 1. The run folder: new, or resumed with the same config.
+    checkpoint: Path | None = None
+    if resume and (run / "run.json").exists():
+        info = read_json(run / "run.json")
+        _check_same_config(info, cfg, run)
+        for given, key in ((corpus, "corpus"), (tokenizer, "tokenizer_source")):
+            if given is not None and Path(given).resolve() != Path(info[key]).resolve():
+                raise TrainError(f"{run} was trained with {key.split('_')[0]} {info[key]}, "
+                                 f"not {given}")
+        found = checkpoint_dirs(run)
+        checkpoint = found[-1] if found else None
+        if checkpoint is None:
+            log(f"{run}: no checkpoint yet, starting from step 0")
+    else:
+        if (run / "run.json").exists():
+            raise TrainError(f"{run} already holds a run: pass --resume to continue it, or choose "
+                             "another output folder")
+        if corpus is None or tokenizer is None:
+            raise TrainError("a new run needs --corpus and --tokenizer")
+        info = _new_run(run, cfg, Path(corpus), Path(tokenizer), init_from, dist, progress, log)
+    if dist.main:
+        for stale in (run / "checkpoints").glob(".tmp-*") if (run / "checkpoints").is_dir() \
+                else ():
+            shutil.rmtree(stale, ignore_errors=True)
+    dist.barrier()
+
+    # 2. Data (tokenized once, when the run was created).
+    tokenizer_obj = tok_mod.load_tokenizer(run / tok_mod.TOKENIZER_FILE)
+    vocab = tokenizer_obj.get_vocab_size()
+    pad_id = tokenizer_obj.token_to_id(tok_mod.PAD_TOKEN)
+    eos_id = tokenizer_obj.token_to_id(tok_mod.EOS_TOKEN)
+    train_w, val_w = _load_windows(run, "train"), _load_windows(run, "val")
+    if len(train_w) == 0:
+        raise TrainError(f"{info['corpus']}: no training windows (is the corpus empty?)")
+
+    # 3. The model: base (+ saved tiny weights), LoRA, trained weights to start from.
+    base = model_mod.build_base(cfg.model, vocab, pad_id, eos_id, saved_base=run / "base",
+                                device=str(device))
+    torch.manual_seed(cfg.model.init_seed)  # the LoRA matrices' initial draw
+    model = model_mod.add_lora(base, cfg.lora, cfg.model)
+    if checkpoint is None and info.get("init_from"):
+        start = Path(info["init_from"])
+        model_mod.load_trainable_state(model, _load_tensors(start / "trainable.safetensors"),
+                                       source=str(start))
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=(t.beta1, t.beta2),
+                                  weight_decay=t.weight_decay,
+                                  fused=device.type == "cuda")
+    sampler = Sampler(len(train_w), t.seed)
+    step, elapsed_before = 0, 0.0
+    torch.manual_seed(t.seed + dist.rank)
+    if checkpoint is not None:
+        step, elapsed_before = _load_checkpoint(checkpoint, model, optimizer, sampler, dist)
+        log(f"resuming {run} from step {step} ({checkpoint.name})")
+    _truncate_metrics(run / "metrics.jsonl", step, dist)
+    trainable, total = model_mod.count_parameters(model)
+    if dist.main:
+        log(f"{cfg.phase}: {total / 1e6:.2f}M parameters, {trainable / 1e6:.2f}M trained; "
+            f"{len(train_w)} train / {len(val_w)} val windows of {cfg.data.context_length} "
+            f"tokens; {dist.world} process(es) on {device.type}")
+    net = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dist.local_rank]
+                                      if device.type == "cuda" else None)
+
+    autocast_dtype = model_mod.torch_dtype(cfg.model.dtype)
+    use_autocast = autocast_dtype != torch.float32
+
+    def forward_loss(module, ids_np: np.ndarray, header_np: np.ndarray, reduction: str = "mean"):
+        ids = torch.from_numpy(ids_np.astype(np.int64)).to(device)
+        header = torch.from_numpy(header_np.astype(np.int64)).to(device)
+        labels = targets_of(ids, header, pad_id)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=use_autocast):
+            logits = module(input_ids=ids).logits
+        return torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+            ignore_index=IGNORE, reduction=reduction), int((labels[:, 1:] != IGNORE).sum())
+
+    eval_idx = np.random.default_rng([t.seed, 7]).permutation(len(val_w))
+    if t.eval_windows > 0:
+        eval_idx = np.sort(eval_idx[:t.eval_windows])
+
+    @torch.no_grad()
+    def evaluate() -> float | None:
+        if len(eval_idx) == 0:
+            return None
+        model.eval()
+        total_loss, count = 0.0, 0
+        for i in range(0, len(eval_idx), t.batch_size):
+            idx = eval_idx[i:i + t.batch_size]
+            loss, n = forward_loss(model, val_w.ids[idx], val_w.header[idx], reduction="sum")
+            total_loss += float(loss)
+            count += n
+        model.train()
+        return total_loss / max(count, 1)
+
+    unigram = info.get("unigram_loss")
+    # 4. The loop.
+    from tqdm import tqdm
+
+    started = time.time()
+    model.train()
+    metrics = (run / "metrics.jsonl").open("a") if dist.main else None
+    bar = tqdm(total=t.max_steps, initial=step, desc=cfg.phase, unit="step",
+               disable=not progress or not dist.main, dynamic_ncols=True)
+    per_rank = t.batch_size
+    global_batch = per_rank * t.grad_accum * dist.world
+    last_eval: float | None = None
+    try:
+        while step < t.max_steps:
+            step += 1
+            lr = lr_at(step, t)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = sampler.take(global_batch)
+            loss_sum = 0.0
+            for micro in range(t.grad_accum):
+                first = (micro * dist.world + dist.rank) * per_rank
+                idx = batch[first:first + per_rank]
+                sync = micro == t.grad_accum - 1
+                ctx = net.no_sync() if dist.world > 1 and not sync else _null()
+                with ctx:
+                    loss, _ = forward_loss(net, train_w.ids[idx], train_w.header[idx])
+                    (loss / t.grad_accum).backward()
+                loss_sum += float(loss.detach())
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = _mean_over_ranks(loss_sum / t.grad_accum, dist)
+            if metrics:
+                metrics.write(json.dumps({"step": step, "loss": step_loss, "lr": lr}) + "\n")
+                metrics.flush()
+            bar.update()
+            bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
+            last = step == t.max_steps
+            if (t.eval_every and step % t.eval_every == 0) or last:
+                if dist.main:
+                    last_eval = evaluate()
+                    if last_eval is not None:
+                        metrics.write(json.dumps({"step": step, "eval_loss": last_eval}) + "\n")
+                        metrics.flush()
+                        log(f"step {step}: train loss {step_loss:.4f}, eval loss {last_eval:.4f}"
+                            f" (unigram {unigram:.4f})")
+                dist.barrier()
+            if step % t.checkpoint_every == 0 or last:
+                _save_checkpoint(run, step, model, optimizer, sampler, cfg, dist,
+                                 elapsed_before + time.time() - started)
+    finally:
+        bar.close()
+        if metrics:
+            metrics.close()
+
+    seconds = elapsed_before + time.time() - started
+    if t.save_rank_states:
+        from safetensors.torch import save_file
+
+        (run / "rank-states").mkdir(exist_ok=True)
+        save_file(model_mod.trainable_state(model), str(run / "rank-states" /
+                                                        f"rank-{dist.rank}.safetensors"))
+    if dist.main:
+        if last_eval is None and len(eval_idx):
+            last_eval = evaluate()
+        summary = _summary(run, cfg, info, step, last_eval, seconds, train_w, val_w, dist.world)
+        write_json_atomic(run / "summary.json", summary)
+    dist.barrier()
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.destroy_process_group()
+    return RunResult(run, step, last_eval, unigram, seconds)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _mean_over_ranks(value: float, dist: Dist) -> float:
+    if dist.world == 1:
+        return value
+    import torch
+    import torch.distributed as tdist
+
+    tensor = torch.tensor([value], dtype=torch.float64)
+    tdist.all_reduce(tensor)
+    return float(tensor[0]) / dist.world
+
+
+def _check_same_config(info: dict[str, Any], cfg: RunConfig, run: Path) -> None:
+    old = info.get("config", {})
+    diffs = [d for d in differences(old, cfg.to_dict()) if d not in RESUMABLE_KEYS]
+    if diffs:
+        key = diffs[0]
+        old_v, new_v = _get(old, key), _get(cfg.to_dict(), key)
+        raise TrainError(f"{run} was made with another config ({key}: {old_v!r} there, "
+                         f"{new_v!r} now{f', and {len(diffs) - 1} more' if len(diffs) > 1 else ''}"
+                         "); resume with the same config or start a new run folder")
+
+
+def _get(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def _new_run(run: Path, cfg: RunConfig, corpus: Path, tokenizer: Path,
+             init_from: Path | str | None, dist: Dist, progress: bool,
+             log: Callable[[str], None]) -> dict[str, Any]:
+    """Create the run folder: config, tokenizer, base weights, windows. Returns run.json."""
+    manifest = corpus_mod.load_manifest(corpus)
+    tokenizer_obj = tok_mod.load_tokenizer(tokenizer)
+    tokenizer_file = tokenizer / tok_mod.TOKENIZER_FILE if tokenizer.is_dir() else tokenizer
+    counts = manifest.get("counts", {}).get("train", {})
+    if not counts.get("examples"):
+        raise TrainError(f"{corpus}: the corpus has no training examples")
+    missing = sorted(set(manifest["meta_tokens"]) - set(tok_mod.meta_tokens(tokenizer_obj)))
+    if missing:
+        raise TrainError(f"{tokenizer_file}: lacks the corpus's metadata token {missing[0]}; "
+                         "train the tokenizer on this corpus too")
+    start: Path | None = None
+    parent: dict[str, Any] | None = None
+    if init_from is not None:
+        start = find_checkpoint(init_from)
+        parent = read_json(run_of_checkpoint(start) / "run.json")
+        for section in ("model", "lora"):
+            diffs = differences(parent["config"][section], cfg.to_dict()[section])
+            if diffs:
+                raise TrainError(f"{start} was made with another config ({section}.{diffs[0]}: "
+                                 f"{_get(parent['config'][section], diffs[0])!r} there, "
+                                 f"{_get(cfg.to_dict()[section], diffs[0])!r} now)")
+        if parent["tokenizer_sha256"] != sha256_file(tokenizer_file):
+            raise TrainError(f"{start} was trained with another tokenizer "
+                             f"({parent['tokenizer_source']}); use the same one")
+    info: dict[str, Any] = {
+        "format": RUN_FORMAT,
+        "phase": cfg.phase,
+        "config": cfg.to_dict(),
+        "corpus": str(corpus.resolve()),
+        "corpus_manifest": {k: manifest[k] for k in
+                            ("params", "event_language", "counts", "meta_tokens", "sources",
+                             "genre", "transpositions")},
+        "tokenizer_source": str(tokenizer.resolve()),
+        "tokenizer_sha256": sha256_file(tokenizer_file),
+        "init_from": str(start.resolve()) if start else None,
+        # what the phases before this one did (align, for a style run)
+        "history": [] if start is None or parent is None else [
+            *parent.get("history", []),
+            phase_record(run_of_checkpoint(start), parent, read_json(start / "state.json"))],
+    }
+    if dist.main:
+        run.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tokenizer_file, run / tok_mod.TOKENIZER_FILE)
+        if cfg.model.base == "tiny":
+            if start is not None:
+                shutil.copytree(run_of_checkpoint(start) / model_mod.BASE_DIR,
+                                run / model_mod.BASE_DIR, dirs_exist_ok=True)
+            else:
+                base = model_mod.build_base(cfg.model, tokenizer_obj.get_vocab_size(),
+                                            tokenizer_obj.token_to_id(tok_mod.PAD_TOKEN),
+                                            tokenizer_obj.token_to_id(tok_mod.EOS_TOKEN))
+                model_mod.save_base(base, run / model_mod.BASE_DIR)
+                del base
+        (run / "data").mkdir(exist_ok=True)
+        windows = {}
+        for split in ("train", "val"):
+            w = make_windows(corpus_mod.corpus_texts(corpus, split), tokenizer_obj,
+                             cfg.data.context_length, cfg.data.header, cfg.data.eos,
+                             progress=progress, desc=f"tokenizing {split}")
+            np.save(run / "data" / f"{split}-ids.npy", w.ids)
+            np.save(run / "data" / f"{split}-header.npy", w.header)
+            windows[split] = w
+        info["windows"] = {s: len(w) for s, w in windows.items()}
+        info["unigram_loss"] = unigram_loss(windows["train"], windows["val"],
+                                            tokenizer_obj.get_vocab_size(),
+                                            tokenizer_obj.token_to_id(tok_mod.PAD_TOKEN))
+        write_json_atomic(run / "run.json", info)
+    dist.barrier()
+    return read_json(run / "run.json")
+
+
+def phase_record(run: Path, info: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """What one phase did, for a bundle's training record (from summary.json once finished)."""
+    record = {"phase": info["phase"], "header": info["config"]["data"]["header"],
+              "meta_tokens": info["corpus_manifest"]["meta_tokens"],
+              "corpus": info["corpus"], "corpus_counts": info["corpus_manifest"]["counts"],
+              "unigram_loss": info.get("unigram_loss"), "step": state["step"]}
+    if (run / "summary.json").exists():
+        summary = read_json(run / "summary.json")
+        record.update({k: summary.get(k) for k in
+                       ("steps", "eval_loss", "final_train_loss", "train_seconds",
+                        "windows_seen", "processes")})
+    return record
+
+
+def _load_windows(run: Path, split: str) -> Windows:
+    try:
+        return Windows(np.load(run / "data" / f"{split}-ids.npy", mmap_mode="r"),
+                       np.load(run / "data" / f"{split}-header.npy"))
+    except (OSError, ValueError) as err:
+        raise TrainError(f"{run}/data: missing or damaged windows ({err})") from None
+
+
+def _load_tensors(path: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (OSError, ValueError, RuntimeError) as err:
+        raise TrainError(f"{path}: unreadable weights ({str(err).splitlines()[0]})") from None
+
+
+def _save_checkpoint(run: Path, step: int, model, optimizer, sampler: Sampler, cfg: RunConfig,
+                     dist: Dist, seconds: float) -> Path:
+    """Write checkpoints/step-N atomically (a hidden temporary folder renamed into place)."""
+    import torch
+    from safetensors.torch import save_file
+
+    root = run / "checkpoints"
+    final = root / f"step-{step:08d}"
+    tmp = root / f".tmp-step-{step:08d}"
+    if dist.main:
+        root.mkdir(exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    dist.barrier()
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, tmp / f"rng-rank{dist.rank}.pt")
+    dist.barrier()
+    if dist.main:
+        save_file(model_mod.trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        state = {"step": step, "sampler": sampler.state(), "world": dist.world,
+                 "train_seconds": round(seconds, 3), "phase": cfg.phase, "config": cfg.to_dict()}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+        _fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+        for old in checkpoint_dirs(run)[:-cfg.train.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    for file in [*path.iterdir(), path] if path.is_dir() else [path]:
+        try:
+            fd = os.open(file, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _load_checkpoint(checkpoint: Path, model, optimizer, sampler: Sampler,
+                     dist: Dist) -> tuple[int, float]:
+    import torch
+
+    state = read_json(checkpoint / "state.json")
+    if state.get("world", 1) != dist.world:
+        raise TrainError(f"{checkpoint} was written by {state.get('world')} process(es); resume "
+                         f"it with the same number (now {dist.world})")
+    model_mod.load_trainable_state(model, _load_tensors(checkpoint / "trainable.safetensors"),
+                                   source=str(checkpoint))
+    try:
+        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+        rng = torch.load(checkpoint / f"rng-rank{dist.rank}.pt", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise TrainError(f"{checkpoint}: damaged checkpoint ({str(err).splitlines()[0]})"
+                         ) from None
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    sampler.load(state["sampler"])
+    return int(state["step"]), float(state.get("train_seconds", 0.0))
+
+
+def _truncate_metrics(path: Path, step: int, dist: Dist) -> None:
+    """Drop the lines a killed run wrote after its last checkpoint."""
+    if not dist.main or not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    write_json_lines(path, keep)
+
+
+def write_json_lines(path: Path, lines: list[str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in lines))
+    os.replace(tmp, path)
+
+
+def read_metrics(run: Path | str) -> list[dict[str, Any]]:
+    path = Path(run) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _summary(run: Path, cfg: RunConfig, info: dict[str, Any], step: int,
+             eval_loss: float | None, seconds: float, train_w: Windows,
+             val_w: Windows, world: int) -> dict[str, Any]:
+    metrics = read_metrics(run)
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    return {
+        "phase": cfg.phase,
+        "steps": step,
+        "final_train_loss": losses[-1] if losses else None,
+        "eval_loss": eval_loss,
+        "unigram_loss": info.get("unigram_loss"),
+        "train_windows": len(train_w),
+        "val_windows": len(val_w),
+        "context_length": cfg.data.context_length,
+        "windows_seen": step * cfg.train.batch_size * cfg.train.grad_accum * world,
+        "processes": world,
+        "train_seconds": round(seconds, 1),
+        "corpus": info.get("corpus"),
+        "corpus_counts": info.get("corpus_manifest", {}).get("counts"),
+    }
