@@ -203,14 +203,11 @@ def resolve(source: Path | str | dict[str, Any] | None, phase: str,
         raise ConfigError(f"unknown phase {phase!r} (align or style)")
     raw = copy.deepcopy(source) if isinstance(source, dict) else \
         (load_file(source) if source is not None else {})
-    for item in sets:
-        path, value = parse_set(item)
-        table = raw
-        for part in path[:-1]:
-            table = table.setdefault(part, {})
-            if not isinstance(table, dict):
-                raise ConfigError(f"--set {item!r}: {part} is not a table")
-        table[path[-1]] = value
+    parsed = [(item, *parse_set(item)) for item in sets]
+    # --set align.train.lr=… edits a phase table; --set train.lr=… wins over both phase tables
+    for item, path, value in parsed:
+        if path[0] in PHASES:
+            _assign(raw, path, value, item)
     merged = {k: v for k, v in raw.items() if k not in PHASES}
     for other in PHASES:
         overrides = raw.get(other, {})
@@ -220,10 +217,22 @@ def resolve(source: Path | str | dict[str, Any] | None, phase: str,
             continue
         for table, values in overrides.items():
             merged[table] = {**merged.get(table, {}), **values}
+    for item, path, value in parsed:
+        if path[0] not in PHASES:
+            _assign(merged, path, value, item)
     merged["phase"] = phase
     config = _build(RunConfig, merged, "")
     validate(config)
     return config
+
+
+def _assign(raw: dict[str, Any], path: list[str], value: Any, item: str) -> None:
+    table = raw
+    for part in path[:-1]:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"--set {item!r}: {part} is not a table")
+    table[path[-1]] = value
 
 
 def validate(config: RunConfig) -> None:

@@ -23,6 +23,11 @@ enum Command {
     Render(cmd::render::RenderArgs),
     /// Play live as a JACK client: channels 1–15 in, the model's channel 0 out.
     Jack(cmd::jack::JackArgs),
+    /// Time the model on this machine (decode, prefill, memory), beside transformers.
+    Bench(cmd::bench::BenchArgs),
+    /// Print the model's logits for token ids as JSON (the parity tests use it).
+    #[command(hide = true)]
+    Logits(cmd::bench::LogitsArgs),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -31,6 +36,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Decode(args) => cmd::decode::run(args),
         Command::Render(args) => cmd::render::run(args),
         Command::Jack(args) => cmd::jack::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
+        Command::Logits(args) => cmd::bench::run_logits(args),
     }
 }
 

@@ -370,6 +370,9 @@ impl Session {
         self.stats.deadlines_relaxed += deadlines.relax_for(&state, &self.cfg.policy) as u64;
         allowed_tokens(&self.engine.trie, &state, &self.cfg.policy, &deadlines, &mut self.allowed);
         if self.allowed.is_empty() {
+            if std::env::var_os("DBG_DECODER").is_some() {
+                eprintln!("FALLBACK text {:?} deadlines {:?} word {:?}", String::from_utf8_lossy(self.ctx.body_text()), deadlines, String::from_utf8_lossy(self.ctx.current_word()));
+            }
             self.stats.fallbacks += 1;
             grammar_only_tokens(&self.engine.trie, &state, &mut self.allowed);
         }

@@ -36,7 +36,11 @@ fn path_str(p: &Path) -> &str {
 fn encode_prints_the_golden_text() {
     let mid = golden_midi().join("basic.mid");
     let out = run(&["encode", path_str(&mid)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let expected = std::fs::read_to_string(golden_midi().join("basic.txt")).expect("basic.txt");
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
 }
@@ -44,15 +48,29 @@ fn encode_prints_the_golden_text() {
 #[test]
 fn encode_writes_metadata_words_like_the_python_cli() {
     let mid = golden_midi().join("basic.mid");
-    let out = run(&["encode", path_str(&mid), "--genre", "hip hop", "--part", "piano"]);
+    let out = run(&[
+        "encode",
+        path_str(&mid),
+        "--genre",
+        "hip hop",
+        "--part",
+        "piano",
+    ]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("[GENRE_HIP_HOP] [PART_PIANO] 0+060g "), "{text}");
+    assert!(
+        text.starts_with("[GENRE_HIP_HOP] [PART_PIANO] 0+060g "),
+        "{text}"
+    );
 }
 
 #[test]
 fn refused_files_give_one_line_and_exit_1() {
-    for (name, keyword) in [("empty", "empty"), ("smpte", "smpte"), ("truncated_track", "corrupt")] {
+    for (name, keyword) in [
+        ("empty", "empty"),
+        ("smpte", "smpte"),
+        ("truncated_track", "corrupt"),
+    ] {
         let mid = golden_midi().join(format!("{name}.mid"));
         let out = run(&["encode", path_str(&mid)]);
         assert_eq!(out.status.code(), Some(1), "{name}");
@@ -64,7 +82,11 @@ fn refused_files_give_one_line_and_exit_1() {
     }
     // midly panics in debug builds on a division word 0x80xx: refused before midly sees it.
     let f = tmp("smpte-0x8000.mid");
-    std::fs::write(&f, b"MThd\0\0\0\x06\0\0\0\x01\x80\x00MTrk\0\0\0\x04\0\xff\x2f\0").expect("write");
+    std::fs::write(
+        &f,
+        b"MThd\0\0\0\x06\0\0\0\x01\x80\x00MTrk\0\0\0\x04\0\xff\x2f\0",
+    )
+    .expect("write");
     let out = run(&["encode", path_str(&f)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr_line(&out).contains("SMPTE"));
@@ -90,18 +112,37 @@ fn bad_arguments_give_one_line() {
 
 #[test]
 fn decode_then_encode_gives_the_text_back() {
-    for name in ["basic", "sort_order", "time_words", "pedal", "zero_length_and_quantize"] {
+    for name in [
+        "basic",
+        "sort_order",
+        "time_words",
+        "pedal",
+        "zero_length_and_quantize",
+    ] {
         let txt = golden_midi().join(format!("{name}.txt"));
         let out_mid = tmp(&format!("{name}.mid"));
-        let out = run(&["decode", path_str(&txt), "-o", path_str(&out_mid), "--bpm", "90"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = run(&[
+            "decode",
+            path_str(&txt),
+            "-o",
+            path_str(&out_mid),
+            "--bpm",
+            "90",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let again = run(&["encode", path_str(&out_mid)]);
         assert!(again.status.success());
         let expected = std::fs::read_to_string(&txt).expect("txt");
         assert_eq!(String::from_utf8_lossy(&again.stdout), expected, "{name}");
         // The tempo event says 90 BPM: 666667 µs per quarter = 0x0A2C2B.
         let bytes = std::fs::read(&out_mid).expect("written");
-        assert!(bytes.windows(6).any(|w| w == [0xFF, 0x51, 0x03, 0x0A, 0x2C, 0x2B]));
+        assert!(bytes
+            .windows(6)
+            .any(|w| w == [0xFF, 0x51, 0x03, 0x0A, 0x2C, 0x2B]));
     }
 }
 
@@ -112,7 +153,10 @@ fn decode_refuses_bad_text_with_the_word() {
     let out = run(&["decode", path_str(&txt), "-o", path_str(&tmp("bad.mid"))]);
     assert_eq!(out.status.code(), Some(1));
     let line = stderr_line(&out);
-    assert!(line.contains("word 2 `P_24`") && line.contains("canonical"), "{line}");
+    assert!(
+        line.contains("word 2 `P_24`") && line.contains("canonical"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -120,8 +164,13 @@ fn decode_closes_notes_still_sounding() {
     let txt = tmp("open.txt");
     std::fs::write(&txt, "0+060a P_24 1+062h P_12\n").expect("write");
     let mid = tmp("open.mid");
-    assert!(run(&["decode", path_str(&txt), "-o", path_str(&mid)]).status.success());
+    assert!(run(&["decode", path_str(&txt), "-o", path_str(&mid)])
+        .status
+        .success());
     let out = run(&["encode", path_str(&mid)]);
     // Both notes close at the text's end, tick 36.
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "0+060a P_24 1+062h P_12 0-0601-062\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "0+060a P_24 1+062h P_12 0-0601-062\n"
+    );
 }

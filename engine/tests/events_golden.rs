@@ -5,8 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use midicopilot_engine::events::{
-    encode_file, events_to_text, parse_text, GrammarState, LanguageParams, NoteEvent,
-    StreamDecoder,
+    encode_file, events_to_text, parse_text, GrammarState, LanguageParams, NoteEvent, StreamDecoder,
 };
 use serde_json::Value;
 
@@ -48,8 +47,14 @@ fn every_golden_midi_file_encodes_to_its_text_or_is_refused() {
                 let err = encode_file(mid, &params, &[]).expect_err(&name.to_string());
                 let line = format!("{err:#}").to_lowercase();
                 let keyword = keyword.trim().to_lowercase();
-                assert!(line.contains(&keyword), "{name}: {line:?} lacks {keyword:?}");
-                assert!(!line.contains('\n'), "{name}: error is not one line: {line:?}");
+                assert!(
+                    line.contains(&keyword),
+                    "{name}: {line:?} lacks {keyword:?}"
+                );
+                assert!(
+                    !line.contains('\n'),
+                    "{name}: error is not one line: {line:?}"
+                );
                 refusals += 1;
             }
             other => panic!("{name}: needs exactly one of .txt and .err, found {other:?}"),
@@ -63,7 +68,9 @@ fn golden_texts_parse_back_and_every_prefix_is_accepted_by_the_grammar() {
     let params = LanguageParams::default();
     let mut checked = 0;
     for mid in midi_cases() {
-        let Some(text) = sibling(&mid, "txt") else { continue };
+        let Some(text) = sibling(&mid, "txt") else {
+            continue;
+        };
         let (meta, events) = parse_text(&text, &params).expect("golden text parses");
         assert!(meta.is_empty());
         // Re-encoding the parsed events gives the text back.
@@ -71,7 +78,9 @@ fn golden_texts_parse_back_and_every_prefix_is_accepted_by_the_grammar() {
         let body = text.trim_end_matches('\n').as_bytes();
         let mut state = GrammarState::new(params);
         for (i, b) in body.iter().enumerate() {
-            state.feed(&[*b]).unwrap_or_else(|r| panic!("{}: byte {i}: {r}", mid.display()));
+            state
+                .feed(&[*b])
+                .unwrap_or_else(|r| panic!("{}: byte {i}: {r}", mid.display()));
         }
         assert!(state.is_complete(), "{}", mid.display());
         let mut decoder = StreamDecoder::new(params);
@@ -118,7 +127,8 @@ fn grammar_word(g: &mut GrammarState, started: &mut bool, w: &str) {
     if *started {
         g.feed(b" ").expect("space after a complete word");
     }
-    g.feed(w.as_bytes()).unwrap_or_else(|r| panic!("grammar refuses {w}: {r}"));
+    g.feed(w.as_bytes())
+        .unwrap_or_else(|r| panic!("grammar refuses {w}: {r}"));
     *started = true;
 }
 
@@ -149,7 +159,10 @@ fn streaming_decoder_golden_cases() {
                     if !w.starts_with('[') || started {
                         let sep: &[u8] = if started { b" " } else { b"" };
                         let bytes = [sep, w.as_bytes(), b" "].concat();
-                        assert!(grammar.after(&bytes).is_none(), "{name}: grammar accepts {w}");
+                        assert!(
+                            grammar.after(&bytes).is_none(),
+                            "{name}: grammar accepts {w}"
+                        );
                     }
                     break;
                 }
@@ -165,7 +178,10 @@ fn streaming_decoder_golden_cases() {
             }
         } else {
             for w in &words {
-                got.extend(dec.feed_word(w).unwrap_or_else(|e| panic!("{name}: {w}: {e}")));
+                got.extend(
+                    dec.feed_word(w)
+                        .unwrap_or_else(|e| panic!("{name}: {w}: {e}")),
+                );
                 grammar_word(&mut grammar, &mut started, w);
             }
             assert_eq!(got, expected_events(&case["events"]), "{name}");

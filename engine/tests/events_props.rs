@@ -8,19 +8,23 @@ use midicopilot_engine::events::{
 use proptest::prelude::*;
 
 fn params_strategy() -> impl Strategy<Value = LanguageParams> {
-    (prop_oneof![Just(2u32), Just(4), Just(6), Just(24), Just(24), Just(30)], prop_oneof![
-        Just(1u8),
-        Just(3),
-        Just(8),
-        Just(8),
-        Just(26)
-    ])
-        .prop_map(|(t, b)| LanguageParams { ticks_per_quarter: t, velocity_bins: b })
+    (
+        prop_oneof![Just(2u32), Just(4), Just(6), Just(24), Just(24), Just(30)],
+        prop_oneof![Just(1u8), Just(3), Just(8), Just(8), Just(26)],
+    )
+        .prop_map(|(t, b)| LanguageParams {
+            ticks_per_quarter: t,
+            velocity_bins: b,
+        })
 }
 
 /// Random valid events: a few voices (channel, pitch), each a run of non-overlapping notes.
 fn events_strategy(params: LanguageParams) -> impl Strategy<Value = Vec<NoteEvent>> {
-    let voice = (0u8..16, 0u8..128, prop::collection::vec((0u64..150, 1u64..150, 0u8..26), 1..5));
+    let voice = (
+        0u8..16,
+        0u8..128,
+        prop::collection::vec((0u64..150, 1u64..150, 0u8..26), 1..5),
+    );
     prop::collection::vec(voice, 0..6).prop_map(move |voices| {
         let mut events = Vec::new();
         let mut used = std::collections::HashSet::new();
@@ -209,7 +213,11 @@ fn split_items(w: &str) -> Vec<&str> {
 fn item_key(item: &str) -> (u8, u8, u8) {
     let b = item.as_bytes();
     let ch = u8::from_str_radix(&item[0..1], 16).expect("hex");
-    (u8::from(b[1] == b'+'), ch, item[2..5].parse().expect("pitch"))
+    (
+        u8::from(b[1] == b'+'),
+        ch,
+        item[2..5].parse().expect("pitch"),
+    )
 }
 
 /// The decoder after every complete word of `body` (all of it when it does not end in a partial
@@ -229,7 +237,9 @@ fn words_ok(params: &LanguageParams, body: &[u8]) -> Option<StreamDecoder> {
 /// The oracle: can `prefix` be completed to a valid body? Brute force over the ways to finish
 /// the last word, checked by the word decoder (an independent implementation).
 fn feasible(params: &LanguageParams, prefix: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(prefix) else { return false };
+    let Ok(text) = std::str::from_utf8(prefix) else {
+        return false;
+    };
     if text.is_empty() {
         return true;
     }
@@ -243,7 +253,9 @@ fn feasible(params: &LanguageParams, prefix: &[u8]) -> bool {
         words_ok(params, done.as_bytes())
     };
     let Some(base) = base else { return false };
-    completions(params, partial).into_iter().any(|w| base.clone().feed_word(&w).is_ok())
+    completions(params, partial)
+        .into_iter()
+        .any(|w| base.clone().feed_word(&w).is_ok())
 }
 
 /// Every word of the language that starts with `partial` and has at most one more item.

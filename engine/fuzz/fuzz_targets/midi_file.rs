@@ -18,7 +18,9 @@ fuzz_target!(|data: &[u8]| {
         _ => panic!("one reader refuses: midly {a:?} compat {b:?}"),
     }
     let params = LanguageParams::default();
-    let Ok(events) = encode_midi_bytes_unguarded(data, &params) else { return };
+    let Ok(events) = encode_midi_bytes_unguarded(data, &params) else {
+        return;
+    };
     assert!(events.windows(2).all(|w| w[0] <= w[1]), "events not sorted");
     // Keep the text small: a huge gap is a valid file but a long text of P_96 words.
     if events.last().is_some_and(|e| e.tick > 200_000) {

@@ -9,10 +9,15 @@ use midicopilot_engine::events::{
 };
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&first, body)) = data.split_first() else { return };
+    let Some((&first, body)) = data.split_first() else {
+        return;
+    };
     let tpq = [2u32, 4, 24, 24, 48, 30, 6, 96][usize::from(first & 7)];
     let bins = [1u8, 3, 8, 26][usize::from(first >> 3 & 3)];
-    let params = LanguageParams { ticks_per_quarter: tpq, velocity_bins: bins };
+    let params = LanguageParams {
+        ticks_per_quarter: tpq,
+        velocity_bins: bins,
+    };
 
     if first & 0x20 == 0 {
         // Grammar vs decoder on the body text.
@@ -36,7 +41,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(grammar_ok);
             return;
         }
-        assert_eq!(grammar_ok, decoder_ok, "grammar and decoder disagree on {body:?}");
+        assert_eq!(
+            grammar_ok, decoder_ok,
+            "grammar and decoder disagree on {body:?}"
+        );
         if grammar_ok {
             assert_eq!(g.sounding(), d.sounding());
             assert_eq!(g.tick_if_word_ends(), d.tick());

@@ -19,8 +19,9 @@ use candle_core::Device;
 use clap::Args;
 use serde_json::{json, Value};
 
-use midicopilot_engine::bundle::Bundle;
-use midicopilot_engine::model::Olmo2;
+use super::print_stdout;
+use crate::bundle::Bundle;
+use crate::model::Olmo2;
 
 /// Contexts at which decode is timed, and prefill lengths.
 const DECODE_CONTEXTS: [usize; 3] = [64, 256, 512];
@@ -63,7 +64,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let report = report(&bundle, engine, transformers);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
         print_table(&report);
     }
@@ -351,6 +352,5 @@ pub fn run_logits(args: LogitsArgs) -> Result<()> {
         "decode": decode,
         "refill": refill,
     });
-    println!("{out}");
-    Ok(())
+    print_stdout(&format!("{out}\n"))
 }

@@ -25,8 +25,10 @@ pub struct DecodeArgs {
 }
 
 pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
-    let params =
-        LanguageParams { ticks_per_quarter: args.tpq, velocity_bins: args.velocity_bins };
+    let params = LanguageParams {
+        ticks_per_quarter: args.tpq,
+        velocity_bins: args.velocity_bins,
+    };
     params.validate()?;
     anyhow::ensure!(
         args.bpm.is_finite() && (3.6..=60_000_000.0).contains(&args.bpm),
@@ -34,13 +36,19 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
         args.bpm
     );
     let name = args.file.display().to_string();
-    let bytes = std::fs::read(&args.file).context("cannot read the file").context(name.clone())?;
+    let bytes = std::fs::read(&args.file)
+        .context("cannot read the file")
+        .context(name.clone())?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|e| anyhow::anyhow!("not UTF-8 text ({e})"))
         .context(name.clone())?;
     let parsed = parse_text_full(text, &params).context(name)?;
     let midi = events_to_midi_until(&parsed.events, &params, args.bpm, parsed.end_tick);
-    anyhow::ensure!(!midi.is_empty(), "{}: the piece is too long for a MIDI file", args.file.display());
+    anyhow::ensure!(
+        !midi.is_empty(),
+        "{}: the piece is too long for a MIDI file",
+        args.file.display()
+    );
     std::fs::write(&args.output, midi)
         .context("cannot write the file")
         .with_context(|| args.output.display().to_string())

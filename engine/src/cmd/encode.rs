@@ -26,15 +26,21 @@ pub struct EncodeArgs {
 }
 
 pub fn run(args: EncodeArgs) -> anyhow::Result<()> {
-    let params =
-        LanguageParams { ticks_per_quarter: args.tpq, velocity_bins: args.velocity_bins };
+    let params = LanguageParams {
+        ticks_per_quarter: args.tpq,
+        velocity_bins: args.velocity_bins,
+    };
     params.validate()?;
     // As the Python CLI: an empty name gives no word.
     let meta: Vec<String> = [("genre", &args.genre), ("part", &args.part)]
         .into_iter()
-        .filter_map(|(kind, name)| name.as_deref().filter(|n| !n.is_empty()).map(|n| meta_token(kind, n)))
+        .filter_map(|(kind, name)| {
+            name.as_deref()
+                .filter(|n| !n.is_empty())
+                .map(|n| meta_token(kind, n))
+        })
         .collect();
-    let text = encode_file(&args.file, &params, &meta)
-        .with_context(|| args.file.display().to_string())?;
+    let text =
+        encode_file(&args.file, &params, &meta).with_context(|| args.file.display().to_string())?;
     super::print_stdout(&text)
 }

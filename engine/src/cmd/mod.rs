@@ -1,5 +1,6 @@
 //! The `midicopilot-engine` subcommands: one module each, `main.rs` only dispatches.
 
+pub mod bench; // model helper: `bench` and the hidden `logits`
 pub mod decode;
 pub mod encode;
 pub mod render; // added by the decoder-loop helper (cmd/render.rs)

@@ -20,7 +20,12 @@ pub struct Reject {
 
 impl std::fmt::Display for Reject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "byte {} ({:?}) cannot continue the text", self.offset, char::from(self.byte))
+        write!(
+            f,
+            "byte {} ({:?}) cannot continue the text",
+            self.offset,
+            char::from(self.byte)
+        )
     }
 }
 
@@ -34,12 +39,25 @@ pub type ItemKey = (u8, u8, u8);
 enum Partial {
     /// At an item boundary.
     None,
-    Channel { ch: u8 },
-    Kind { ch: u8, on: bool },
+    Channel {
+        ch: u8,
+    },
+    Kind {
+        ch: u8,
+        on: bool,
+    },
     /// `digits` pitch digits read, their value so far.
-    Pitch { ch: u8, on: bool, digits: u8, value: u8 },
+    Pitch {
+        ch: u8,
+        on: bool,
+        digits: u8,
+        value: u8,
+    },
     /// A complete pitch of a note-on; the velocity letter is next.
-    Velocity { ch: u8, pitch: u8 },
+    Velocity {
+        ch: u8,
+        pitch: u8,
+    },
 }
 
 /// Where in the byte stream the state is.
@@ -56,7 +74,11 @@ enum Pos {
     /// `P_` and digits read, worth `value`.
     TimeDigits { value: u32 },
     /// Inside an instant word with `items` complete items so far.
-    Instant { items: u16, last: Option<ItemKey>, partial: Partial },
+    Instant {
+        items: u16,
+        last: Option<ItemKey>,
+        partial: Partial,
+    },
 }
 
 /// The grammar of a body for given parameters: a factory of start states.
@@ -185,7 +207,8 @@ impl GrammarState {
     /// The tick if the current word ended here: [`tick`](Self::tick) plus a complete partial
     /// time word.
     pub fn tick_if_word_ends(&self) -> u64 {
-        self.tick.saturating_add(u64::from(self.pending_time().unwrap_or(0)))
+        self.tick
+            .saturating_add(u64::from(self.pending_time().unwrap_or(0)))
     }
 
     /// Sounding notes, counting the complete items of the instant being read.
@@ -206,7 +229,10 @@ impl GrammarState {
 
     /// Whether the position is inside a time word.
     pub fn in_time_word(&self) -> bool {
-        matches!(self.pos, Pos::TimeP | Pos::TimeUnderscore | Pos::TimeDigits { .. })
+        matches!(
+            self.pos,
+            Pos::TimeP | Pos::TimeUnderscore | Pos::TimeDigits { .. }
+        )
     }
 
     /// Whether the position is right after a space (a word must start).
@@ -401,8 +427,11 @@ impl GrammarState {
                     {
                         return false;
                     }
-                    self.pos =
-                        Pos::Instant { items: 0, last: None, partial: Partial::Channel { ch } };
+                    self.pos = Pos::Instant {
+                        items: 0,
+                        last: None,
+                        partial: Partial::Channel { ch },
+                    };
                     true
                 }
                 _ => false,
@@ -416,7 +445,9 @@ impl GrammarState {
             }
             Pos::TimeUnderscore => {
                 if (b'1'..=b'9').contains(&b) && self.time_prefix_feasible(u32::from(b - b'0')) {
-                    self.pos = Pos::TimeDigits { value: u32::from(b - b'0') };
+                    self.pos = Pos::TimeDigits {
+                        value: u32::from(b - b'0'),
+                    };
                     return true;
                 }
                 false
@@ -427,8 +458,12 @@ impl GrammarState {
                         return false;
                     }
                     let params = self.params_view();
-                    let Some(class) = time_class(u64::from(value), &params) else { return false };
-                    let Some(tick) = self.tick.checked_add(u64::from(value)) else { return false };
+                    let Some(class) = time_class(u64::from(value), &params) else {
+                        return false;
+                    };
+                    let Some(tick) = self.tick.checked_add(u64::from(value)) else {
+                        return false;
+                    };
                     self.tick = tick;
                     self.last = class;
                     self.pos = Pos::Boundary;
@@ -444,13 +479,21 @@ impl GrammarState {
                 self.pos = Pos::TimeDigits { value: next };
                 true
             }
-            Pos::Instant { items, last, partial } => self.step_instant(b, items, last, partial),
+            Pos::Instant {
+                items,
+                last,
+                partial,
+            } => self.step_instant(b, items, last, partial),
         }
     }
 
     fn step_instant(&mut self, b: u8, items: u16, last: Option<ItemKey>, partial: Partial) -> bool {
         let set = |s: &mut Self, items: u16, last: Option<ItemKey>, partial: Partial| {
-            s.pos = Pos::Instant { items, last, partial };
+            s.pos = Pos::Instant {
+                items,
+                last,
+                partial,
+            };
             true
         };
         match partial {
@@ -483,9 +526,24 @@ impl GrammarState {
                     _ => return false,
                 };
                 self.item_feasible(last, Some(ch), Some(on), lo, hi)
-                    && set(self, items, last, Partial::Pitch { ch, on, digits: 1, value: b - b'0' })
+                    && set(
+                        self,
+                        items,
+                        last,
+                        Partial::Pitch {
+                            ch,
+                            on,
+                            digits: 1,
+                            value: b - b'0',
+                        },
+                    )
             }
-            Partial::Pitch { ch, on, digits, value } => {
+            Partial::Pitch {
+                ch,
+                on,
+                digits,
+                value,
+            } => {
                 if !b.is_ascii_digit() {
                     return false;
                 }
@@ -501,7 +559,12 @@ impl GrammarState {
                             self,
                             items,
                             last,
-                            Partial::Pitch { ch, on, digits: 2, value: v as u8 },
+                            Partial::Pitch {
+                                ch,
+                                on,
+                                digits: 2,
+                                value: v as u8,
+                            },
                         );
                 }
                 if v > 127 {
@@ -515,7 +578,12 @@ impl GrammarState {
                     set(self, items, last, Partial::Velocity { ch, pitch })
                 } else {
                     self.sounding.remove(ch, pitch);
-                    set(self, items.saturating_add(1), Some((0, ch, pitch)), Partial::None)
+                    set(
+                        self,
+                        items.saturating_add(1),
+                        Some((0, ch, pitch)),
+                        Partial::None,
+                    )
                 }
             }
             Partial::Velocity { ch, pitch } => {
@@ -523,7 +591,12 @@ impl GrammarState {
                     return false;
                 }
                 self.sounding.insert(ch, pitch);
-                set(self, items.saturating_add(1), Some((1, ch, pitch)), Partial::None)
+                set(
+                    self,
+                    items.saturating_add(1),
+                    Some((1, ch, pitch)),
+                    Partial::None,
+                )
             }
         }
     }
@@ -612,7 +685,13 @@ mod tests {
         s.feed(b"0+060e P_1").unwrap();
         let before = s;
         let r = s.feed(b"2 P_24").unwrap_err(); // after P_12 only an offset word or an instant
-        assert_eq!(r, Reject { offset: 5, byte: b'4' });
+        assert_eq!(
+            r,
+            Reject {
+                offset: 5,
+                byte: b'4'
+            }
+        );
         assert_eq!(s, before);
     }
 }

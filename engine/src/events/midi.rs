@@ -43,8 +43,12 @@ pub fn notes_from_smf(smf: &SmfEvents, params: &LanguageParams) -> Result<Vec<No
     params.validate()?;
     // Rule 1: merge by absolute tick; ties keep track order, then order within the track
     // (a stable sort of the tracks' events laid end to end).
-    let mut merged: Vec<(u64, Kind)> =
-        smf.tracks.iter().flatten().map(|e| (e.tick, e.kind)).collect();
+    let mut merged: Vec<(u64, Kind)> = smf
+        .tracks
+        .iter()
+        .flatten()
+        .map(|e| (e.tick, e.kind))
+        .collect();
     merged.sort_by_key(|e| e.0);
     // Rule 6: the file's last event tick, of any kind.
     let last_tick = merged.last().map_or(0, |e| e.0);
@@ -55,9 +59,19 @@ pub fn notes_from_smf(smf: &SmfEvents, params: &LanguageParams) -> Result<Vec<No
     let mut held: Vec<Vec<usize>> = vec![Vec::new(); 16];
     for &(tick, kind) in &merged {
         match kind {
-            Kind::NoteOn { channel, key, velocity } if velocity > 0 => {
+            Kind::NoteOn {
+                channel,
+                key,
+                velocity,
+            } if velocity > 0 => {
                 open[usize::from(channel) * 128 + usize::from(key)].push_back(notes.len());
-                notes.push(RawNote { start: tick, end: None, channel, pitch: key, velocity });
+                notes.push(RawNote {
+                    start: tick,
+                    end: None,
+                    channel,
+                    pitch: key,
+                    velocity,
+                });
             }
             Kind::NoteOn { channel, key, .. } | Kind::NoteOff { channel, key } => {
                 // Rule 4: FIFO pairing; an unpaired note-off is ignored.
@@ -70,7 +84,11 @@ pub fn notes_from_smf(smf: &SmfEvents, params: &LanguageParams) -> Result<Vec<No
                     }
                 }
             }
-            Kind::Controller { channel, controller: 64, value } => {
+            Kind::Controller {
+                channel,
+                controller: 64,
+                value,
+            } => {
                 let ch = usize::from(channel);
                 let down = value >= 64;
                 if !down && pedal_down[ch] {
@@ -118,7 +136,11 @@ pub fn notes_from_smf(smf: &SmfEvents, params: &LanguageParams) -> Result<Vec<No
         }
         last_kept[slot] = Some(i);
     }
-    Ok(quantized.into_iter().zip(keep).filter_map(|(n, k)| k.then_some(n)).collect())
+    Ok(quantized
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(n, k)| k.then_some(n))
+        .collect())
 }
 
 /// Rule 12: a note-on at each note's start, a note-off at its end, sorted.
@@ -221,11 +243,17 @@ pub fn events_to_midi_until(
             super::EventKind::On { velocity_bin } => {
                 sounding[slot] = Some(e.tick);
                 let vel = velocity_of_bin(velocity_bin, params.velocity_bins);
-                MidiMessage::NoteOn { key, vel: u7::from(vel) }
+                MidiMessage::NoteOn {
+                    key,
+                    vel: u7::from(vel),
+                }
             }
             super::EventKind::Off => {
                 sounding[slot] = None;
-                MidiMessage::NoteOff { key, vel: u7::from(64) }
+                MidiMessage::NoteOff {
+                    key,
+                    vel: u7::from(64),
+                }
             }
         };
         end = end.max(e.tick);
@@ -234,12 +262,23 @@ pub fn events_to_midi_until(
     let mut closing: Vec<(u64, u8, u8)> = sounding
         .iter()
         .enumerate()
-        .filter_map(|(slot, s)| s.map(|start| (end.max(start + 1), (slot / 128) as u8, (slot % 128) as u8)))
+        .filter_map(|(slot, s)| {
+            s.map(|start| (end.max(start + 1), (slot / 128) as u8, (slot % 128) as u8))
+        })
         .collect();
     closing.sort();
     for &(tick, ch, pitch) in &closing {
-        let message = MidiMessage::NoteOff { key: u7::from(pitch), vel: u7::from(64) };
-        timeline.push((tick, TrackEventKind::Midi { channel: u4::from(ch), message }));
+        let message = MidiMessage::NoteOff {
+            key: u7::from(pitch),
+            vel: u7::from(64),
+        };
+        timeline.push((
+            tick,
+            TrackEventKind::Midi {
+                channel: u4::from(ch),
+                message,
+            },
+        ));
         end = end.max(tick);
     }
     timeline.push((end, TrackEventKind::Meta(MetaMessage::EndOfTrack)));
@@ -257,7 +296,10 @@ pub fn events_to_midi_until(
             });
             delta -= max_delta;
         }
-        track.push(TrackEvent { delta: u28::from(delta as u32), kind });
+        track.push(TrackEvent {
+            delta: u28::from(delta as u32),
+            kind,
+        });
         now = tick;
     }
     let tpq = u15::from(params.ticks_per_quarter.min(0x7FFF) as u16);

@@ -47,7 +47,11 @@ pub enum EventError {
     Params(String),
     /// A word of the text is refused (`index` counts words from 0, header included).
     #[error("word {index} `{word}`: {reason}")]
-    Word { index: usize, word: String, reason: WordError },
+    Word {
+        index: usize,
+        word: String,
+        reason: WordError,
+    },
     /// The text's shape (spaces, newlines) is wrong.
     #[error("text: {0}")]
     Text(String),
@@ -66,7 +70,11 @@ pub enum WordError {
     #[error("unknown word (not a metadata, time or instant word)")]
     Unknown,
     #[error("not a time word of this language (offsets 1..{offset_max}, grid multiples of {grid} up to {max_grid})")]
-    NotTimeWord { offset_max: u32, grid: u32, max_grid: u32 },
+    NotTimeWord {
+        offset_max: u32,
+        grid: u32,
+        max_grid: u32,
+    },
     #[error("malformed item at byte {0}")]
     Malformed(usize),
     #[error("pitch {0} out of range 0..127")]
@@ -120,11 +128,21 @@ pub struct NoteEvent {
 
 impl NoteEvent {
     pub fn on(tick: u64, channel: u8, pitch: u8, velocity_bin: u8) -> Self {
-        NoteEvent { tick, channel, pitch, kind: EventKind::On { velocity_bin } }
+        NoteEvent {
+            tick,
+            channel,
+            pitch,
+            kind: EventKind::On { velocity_bin },
+        }
     }
 
     pub fn off(tick: u64, channel: u8, pitch: u8) -> Self {
-        NoteEvent { tick, channel, pitch, kind: EventKind::Off }
+        NoteEvent {
+            tick,
+            channel,
+            pitch,
+            kind: EventKind::Off,
+        }
     }
 
     /// The sort key (FORMAT.md "Sort order").

@@ -19,7 +19,10 @@ pub struct LanguageParams {
 
 impl Default for LanguageParams {
     fn default() -> Self {
-        LanguageParams { ticks_per_quarter: 24, velocity_bins: 8 }
+        LanguageParams {
+            ticks_per_quarter: 24,
+            velocity_bins: 8,
+        }
     }
 }
 
@@ -37,7 +40,7 @@ impl LanguageParams {
     /// Check the parameters against FORMAT.md's limits.
     pub fn validate(&self) -> Result<(), EventError> {
         let tpq = self.ticks_per_quarter;
-        if tpq < 2 || tpq % 2 != 0 || tpq > MAX_TICKS_PER_QUARTER {
+        if tpq < 2 || !tpq.is_multiple_of(2) || tpq > MAX_TICKS_PER_QUARTER {
             return Err(EventError::Params(format!(
                 "ticks per quarter must be even and between 2 and {MAX_TICKS_PER_QUARTER}, got {tpq}"
             )));
@@ -89,7 +92,10 @@ mod tests {
     #[test]
     fn bad_params_are_refused() {
         for (tpq, bins) in [(0, 8), (3, 8), (25, 8), (24, 0), (24, 27), (0x8000, 8)] {
-            let p = LanguageParams { ticks_per_quarter: tpq, velocity_bins: bins };
+            let p = LanguageParams {
+                ticks_per_quarter: tpq,
+                velocity_bins: bins,
+            };
             assert!(p.validate().is_err(), "{tpq} {bins}");
         }
     }
@@ -100,7 +106,11 @@ mod tests {
             for b in 0..bins {
                 let v = velocity_of_bin(b, bins);
                 assert!((1..=127).contains(&v));
-                assert_eq!(bin_of_velocity(v, bins), b, "bins {bins} bin {b} velocity {v}");
+                assert_eq!(
+                    bin_of_velocity(v, bins),
+                    b,
+                    "bins {bins} bin {b} velocity {v}"
+                );
             }
             // Bins are monotone and cover 0..bins.
             let all: Vec<u8> = (1..=127).map(|v| bin_of_velocity(v, bins)).collect();

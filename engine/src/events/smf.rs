@@ -30,9 +30,20 @@ pub const MAX_MESSAGE_LENGTH: usize = 1_000_000;
 /// What the event language needs of a file event; everything else is `Other`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
-    NoteOn { channel: u8, key: u8, velocity: u8 },
-    NoteOff { channel: u8, key: u8 },
-    Controller { channel: u8, controller: u8, value: u8 },
+    NoteOn {
+        channel: u8,
+        key: u8,
+        velocity: u8,
+    },
+    NoteOff {
+        channel: u8,
+        key: u8,
+    },
+    Controller {
+        channel: u8,
+        controller: u8,
+        value: u8,
+    },
     Other,
 }
 
@@ -73,10 +84,14 @@ fn read_chunks(bytes: &[u8]) -> Result<Chunks<'_>, EventError> {
     }
     let head = &bytes[..bytes.len().min(4)];
     if head != &b"MThd"[..head.len()] {
-        return Err(EventError::NotMidi("no MThd header chunk at the start".into()));
+        return Err(EventError::NotMidi(
+            "no MThd header chunk at the start".into(),
+        ));
     }
     if bytes.len() < 8 {
-        return Err(EventError::Truncated("the header chunk is cut short".into()));
+        return Err(EventError::Truncated(
+            "the header chunk is cut short".into(),
+        ));
     }
     let header_len = be_u32(&bytes[4..8]) as usize;
     let header_end = 8usize.saturating_add(header_len).min(bytes.len());
@@ -96,7 +111,9 @@ fn read_chunks(bytes: &[u8]) -> Result<Chunks<'_>, EventError> {
         return Err(EventError::Smpte(division));
     }
     if division == 0 {
-        return Err(EventError::Corrupt("the time division is 0 ticks per quarter note".into()));
+        return Err(EventError::Corrupt(
+            "the time division is 0 ticks per quarter note".into(),
+        ));
     }
     let mut pos = header_end;
     let mut tracks = Vec::with_capacity(usize::from(ntracks).min(1024));
@@ -126,7 +143,11 @@ fn read_chunks(bytes: &[u8]) -> Result<Chunks<'_>, EventError> {
         tracks.push(&bytes[start..start + size]);
         pos = start + size;
     }
-    Ok(Chunks { format, division, tracks })
+    Ok(Chunks {
+        format,
+        division,
+        tracks,
+    })
 }
 
 /// Read a Standard MIDI File: midly for the events, mido's rules around it (see the module doc).
@@ -136,7 +157,11 @@ pub fn parse_smf(bytes: &[u8]) -> Result<SmfEvents, EventError> {
     for (i, payload) in chunks.tracks.iter().enumerate() {
         tracks.push(parse_track(payload, i + 1, false)?);
     }
-    Ok(SmfEvents { format: chunks.format, division: chunks.division, tracks })
+    Ok(SmfEvents {
+        format: chunks.format,
+        division: chunks.division,
+        tracks,
+    })
 }
 
 /// Read a Standard MIDI File with the mido-compatible reader only (no midly); for cross-checks.
@@ -146,7 +171,11 @@ pub fn parse_smf_compat(bytes: &[u8]) -> Result<SmfEvents, EventError> {
     for (i, payload) in chunks.tracks.iter().enumerate() {
         tracks.push(parse_track(payload, i + 1, true)?);
     }
-    Ok(SmfEvents { format: chunks.format, division: chunks.division, tracks })
+    Ok(SmfEvents {
+        format: chunks.format,
+        division: chunks.division,
+        tracks,
+    })
 }
 
 /// One parsed event: its delta, what it is, and how many bytes it took.
@@ -168,23 +197,30 @@ fn parse_track(
     let mut tick: u64 = 0;
     while !rest.is_empty() {
         let offset = payload.len() - rest.len();
-        let via_midly = if compat_only { None } else { midly_event(rest, last_status) };
+        let via_midly = if compat_only {
+            None
+        } else {
+            midly_event(rest, last_status)
+        };
         let (parsed, status) = match via_midly {
             Some(x) => x,
             None => compat_event(rest, last_status).map_err(|e| match e {
-                EventError::Corrupt(m) => EventError::Corrupt(format!(
-                    "track {track}, byte {offset} of the track: {m}"
-                )),
-                EventError::Truncated(m) => EventError::Truncated(format!(
-                    "track {track}, byte {offset} of the track: {m}"
-                )),
+                EventError::Corrupt(m) => {
+                    EventError::Corrupt(format!("track {track}, byte {offset} of the track: {m}"))
+                }
+                EventError::Truncated(m) => {
+                    EventError::Truncated(format!("track {track}, byte {offset} of the track: {m}"))
+                }
                 other => other,
             })?,
         };
         tick = tick.checked_add(parsed.delta).ok_or_else(|| {
             EventError::Corrupt(format!("track {track}: the time overflows 64 bits"))
         })?;
-        events.push(TimedEvent { tick, kind: parsed.kind });
+        events.push(TimedEvent {
+            tick,
+            kind: parsed.kind,
+        });
         last_status = status;
         rest = &rest[parsed.len..];
     }
@@ -204,10 +240,15 @@ fn midly_event(rest: &[u8], last_status: Option<u8>) -> Option<(Parsed, Option<u
         TrackEventKind::Midi { channel, message } => {
             let channel = channel.as_int();
             let kind = match message {
-                MidiMessage::NoteOn { key, vel } => {
-                    Kind::NoteOn { channel, key: key.as_int(), velocity: vel.as_int() }
-                }
-                MidiMessage::NoteOff { key, .. } => Kind::NoteOff { channel, key: key.as_int() },
+                MidiMessage::NoteOn { key, vel } => Kind::NoteOn {
+                    channel,
+                    key: key.as_int(),
+                    velocity: vel.as_int(),
+                },
+                MidiMessage::NoteOff { key, .. } => Kind::NoteOff {
+                    channel,
+                    key: key.as_int(),
+                },
                 MidiMessage::Controller { controller, value } => Kind::Controller {
                     channel,
                     controller: controller.as_int(),
@@ -271,7 +312,10 @@ fn check_meta_like_mido(type_byte: u8, data: &[u8]) -> Result<(), String> {
         ));
     }
     if type_byte == 0x54 && data[0] >> 5 > 3 {
-        return Err(format!("SMPTE offset with an unknown frame rate code {}", data[0] >> 5));
+        return Err(format!(
+            "SMPTE offset with an unknown frame rate code {}",
+            data[0] >> 5
+        ));
     }
     if type_byte == 0x59 {
         let key = data[0] as i8;
@@ -323,7 +367,9 @@ impl<'a> Cursor<'a> {
             )));
         }
         if self.bytes.len() - self.pos < n {
-            return Err(EventError::Truncated("an event runs past the end of its track".into()));
+            return Err(EventError::Truncated(
+                "an event runs past the end of its track".into(),
+            ));
         }
         let s = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
@@ -336,7 +382,9 @@ impl<'a> Cursor<'a> {
         loop {
             let b = self.byte()?;
             if v >> 56 != 0 {
-                return Err(EventError::Corrupt("a variable-length number is too large".into()));
+                return Err(EventError::Corrupt(
+                    "a variable-length number is too large".into(),
+                ));
             }
             v = (v << 7) | u64::from(b & 0x7F);
             if b < 0x80 {
@@ -360,11 +408,11 @@ fn spec_length(status: u8) -> Option<usize> {
 }
 
 /// Read one event exactly as mido 1.3's `read_track` does. Returns it and the new `last_status`.
-fn compat_event(
-    rest: &[u8],
-    last_status: Option<u8>,
-) -> Result<(Parsed, Option<u8>), EventError> {
-    let mut c = Cursor { bytes: rest, pos: 0 };
+fn compat_event(rest: &[u8], last_status: Option<u8>) -> Result<(Parsed, Option<u8>), EventError> {
+    let mut c = Cursor {
+        bytes: rest,
+        pos: 0,
+    };
     let delta = c.varlen()?;
     let first = c.byte()?;
     let (status, peek, new_last) = if first < 0x80 {
@@ -411,18 +459,38 @@ fn compat_event(
                 *slot = c.byte()?;
             }
             if data[..n].iter().any(|b| *b > 0x7F) {
-                return Err(EventError::Corrupt("data byte must be in range 0..127".into()));
+                return Err(EventError::Corrupt(
+                    "data byte must be in range 0..127".into(),
+                ));
             }
             let channel = status & 0x0F;
             match status >> 4 {
-                0x8 => Kind::NoteOff { channel, key: data[0] },
-                0x9 => Kind::NoteOn { channel, key: data[0], velocity: data[1] },
-                0xB => Kind::Controller { channel, controller: data[0], value: data[1] },
+                0x8 => Kind::NoteOff {
+                    channel,
+                    key: data[0],
+                },
+                0x9 => Kind::NoteOn {
+                    channel,
+                    key: data[0],
+                    velocity: data[1],
+                },
+                0xB => Kind::Controller {
+                    channel,
+                    controller: data[0],
+                    value: data[1],
+                },
                 _ => Kind::Other,
             }
         }
     };
-    Ok((Parsed { delta, kind, len: c.pos }, new_last))
+    Ok((
+        Parsed {
+            delta,
+            kind,
+            len: c.pos,
+        },
+        new_last,
+    ))
 }
 
 #[cfg(test)]
@@ -457,7 +525,14 @@ mod tests {
         let t: &[u8] = b"\x00\x90\x3c\x40\x00\xff\x01\x01x\x05\x3e\x40\x00\xff\x2f\x00";
         let smf = both(&file(&[t], 96)).unwrap();
         let kinds: Vec<Kind> = smf.tracks[0].iter().map(|e| e.kind).collect();
-        assert_eq!(kinds[2], Kind::NoteOn { channel: 0, key: 0x3e, velocity: 0x40 });
+        assert_eq!(
+            kinds[2],
+            Kind::NoteOn {
+                channel: 0,
+                key: 0x3e,
+                velocity: 0x40
+            }
+        );
         assert_eq!(smf.tracks[0][2].tick, 5);
     }
 
@@ -487,7 +562,9 @@ mod tests {
         ];
         for (bytes, keyword) in cases {
             let err = both(&bytes).expect_err(keyword).to_string().to_lowercase();
-            let err = err.replace("0x51", "tempo").replace("0x59", "key signature");
+            let err = err
+                .replace("0x51", "tempo")
+                .replace("0x59", "key signature");
             assert!(err.contains(keyword), "{err:?} lacks {keyword:?}");
         }
     }

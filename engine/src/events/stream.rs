@@ -41,7 +41,9 @@ impl Sounding {
     /// Every sounding (channel, pitch), in (channel, pitch) order.
     pub fn iter(&self) -> impl Iterator<Item = (u8, u8)> + '_ {
         (0..16u8).flat_map(move |ch| {
-            (0..128u8).filter(move |p| self.0[usize::from(ch)] >> p & 1 == 1).map(move |p| (ch, p))
+            (0..128u8)
+                .filter(move |p| self.0[usize::from(ch)] >> p & 1 == 1)
+                .map(move |p| (ch, p))
         })
     }
 }
@@ -72,7 +74,7 @@ pub(crate) fn time_class(n: u64, params: &LanguageParams) -> Option<LastWord> {
         Some(LastWord::MaxGrid)
     } else if n < grid {
         Some(LastWord::Offset)
-    } else if n % grid == 0 {
+    } else if n.is_multiple_of(grid) {
         Some(LastWord::Grid)
     } else {
         None
@@ -99,18 +101,32 @@ pub struct StreamDecoder {
 }
 
 fn word_err(word: &str, reason: WordError) -> EventError {
-    EventError::Word { index: 0, word: word.chars().take(64).collect(), reason }
+    EventError::Word {
+        index: 0,
+        word: word.chars().take(64).collect(),
+        reason,
+    }
 }
 
 impl StreamDecoder {
     /// A decoder at the start of a text (tick 0, nothing sounding, header allowed).
     pub fn new(params: LanguageParams) -> Self {
-        StreamDecoder { params, tick: 0, sounding: Sounding::default(), last: LastWord::Header }
+        StreamDecoder {
+            params,
+            tick: 0,
+            sounding: Sounding::default(),
+            last: LastWord::Header,
+        }
     }
 
     /// A decoder continuing a text whose words so far left this state.
     pub fn resume(params: LanguageParams, tick: u64, sounding: Sounding, last: LastWord) -> Self {
-        StreamDecoder { params, tick, sounding, last }
+        StreamDecoder {
+            params,
+            tick,
+            sounding,
+            last,
+        }
     }
 
     pub fn params(&self) -> &LanguageParams {
@@ -161,12 +177,16 @@ impl StreamDecoder {
             if !time_may_follow(self.last, class) {
                 let why = match self.last {
                     LastWord::Offset => "after an offset word only an instant may come",
-                    _ => "after a grid word below the bar only an offset word or an instant may come",
+                    _ => {
+                        "after a grid word below the bar only an offset word or an instant may come"
+                    }
                 };
                 return Err(word_err(word, WordError::NonCanonicalTime(why)));
             }
-            let tick =
-                self.tick.checked_add(n).ok_or_else(|| word_err(word, WordError::TimeOverflow))?;
+            let tick = self
+                .tick
+                .checked_add(n)
+                .ok_or_else(|| word_err(word, WordError::TimeOverflow))?;
             self.tick = tick;
             self.last = class;
             return Ok(Vec::new());
@@ -182,7 +202,10 @@ impl StreamDecoder {
             while i < b.len() {
                 let (e, next) = parse_item(b, i, &self.params).map_err(|e| word_err(word, e))?;
                 i = next;
-                let e = NoteEvent { tick: self.tick, ..e };
+                let e = NoteEvent {
+                    tick: self.tick,
+                    ..e
+                };
                 let key = e.item_key();
                 if prev.is_some_and(|p| p >= key) {
                     return Err(word_err(word, WordError::Unsorted(item_text(&e))));
@@ -233,7 +256,9 @@ fn time_word_value(b: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 6 || digits[0] == b'0' {
         return None;
     }
-    digits.iter().try_fold(0u64, |n, d| d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0')))
+    digits.iter().try_fold(0u64, |n, d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
 }
 
 /// One item of an instant word starting at byte `i` (tick 0): the event and the next offset.
@@ -251,7 +276,9 @@ fn parse_item(
     if !digits.iter().all(u8::is_ascii_digit) {
         return Err(WordError::Malformed(i));
     }
-    let pitch = digits.iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
+    let pitch = digits
+        .iter()
+        .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
     if pitch > 127 {
         return Err(WordError::PitchRange(pitch));
     }
@@ -385,7 +412,10 @@ impl StreamEncoder {
 
     fn add(&mut self, ev: NoteEvent) {
         let (ch, p) = (ev.channel, ev.pitch);
-        let pending_on = self.pending.iter().any(|e| e.is_on() && e.channel == ch && e.pitch == p);
+        let pending_on = self
+            .pending
+            .iter()
+            .any(|e| e.is_on() && e.channel == ch && e.pitch == p);
         match ev.kind {
             EventKind::On { .. } => {
                 if pending_on {
@@ -411,7 +441,9 @@ impl StreamEncoder {
     }
 
     fn write_pending(&mut self, out: &mut String) {
-        let Some(tick) = self.pending_tick.take() else { return };
+        let Some(tick) = self.pending_tick.take() else {
+            return;
+        };
         let mut items = std::mem::take(&mut self.pending);
         if !items.is_empty() {
             items.sort();
@@ -460,7 +492,10 @@ mod tests {
     fn decoder_refuses_and_keeps_state() {
         let mut d = StreamDecoder::new(p());
         assert!(d.feed_word("[GENRE_X]").unwrap().is_empty());
-        assert_eq!(d.feed_word("0+060e").unwrap(), vec![NoteEvent::on(0, 0, 60, 4)]);
+        assert_eq!(
+            d.feed_word("0+060e").unwrap(),
+            vec![NoteEvent::on(0, 0, 60, 4)]
+        );
         let before = d.clone();
         for (w, kw) in [
             ("0+062a", "two instants"),
@@ -491,10 +526,17 @@ mod tests {
             assert_eq!(d, before);
         }
         d.feed_word("P_2").unwrap();
-        assert!(d.feed_word("P_1").unwrap_err().to_string().contains("canonical"));
+        assert!(d
+            .feed_word("P_1")
+            .unwrap_err()
+            .to_string()
+            .contains("canonical"));
         assert_eq!(d.tick(), 14);
         let ev = d.feed_word("0-0600+060a").unwrap();
-        assert_eq!(ev, vec![NoteEvent::off(14, 0, 60), NoteEvent::on(14, 0, 60, 0)]);
+        assert_eq!(
+            ev,
+            vec![NoteEvent::off(14, 0, 60), NoteEvent::on(14, 0, 60, 0)]
+        );
         assert!(d.sounding().contains(0, 60));
     }
 
@@ -510,7 +552,10 @@ mod tests {
         text += &e.push(NoteEvent::on(14, 0, 64, 0)).unwrap(); // re-strike: off then on
         text += &e.push(NoteEvent::off(200, 0, 64)).unwrap();
         text += &e.flush();
-        assert_eq!(text, "0+064h1+060e P_12 P_2 0-0641-0600+064a P_96 P_84 P_6 0-064");
+        assert_eq!(
+            text,
+            "0+064h1+060e P_12 P_2 0-0641-0600+064a P_96 P_84 P_6 0-064"
+        );
         assert!(e.push(NoteEvent::on(199, 0, 1, 0)).is_err());
         assert!(e.push(NoteEvent::on(200, 0, 1, 0)).is_err());
         assert!(e.sounding().is_empty());

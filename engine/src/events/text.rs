@@ -23,7 +23,7 @@ pub fn for_each_time_word(delta: u64, params: &LanguageParams, mut f: impl FnMut
     for _ in 0..g / max_grid {
         f(max_grid);
     }
-    if g % max_grid != 0 {
+    if !g.is_multiple_of(max_grid) {
         f(g % max_grid);
     }
     if offset != 0 {
@@ -53,11 +53,16 @@ pub fn meta_word_is_valid(word: &str) -> bool {
         return false;
     }
     let inner = &b[1..b.len() - 1];
-    let Some(us) = inner.iter().position(|c| *c == b'_') else { return false };
+    let Some(us) = inner.iter().position(|c| *c == b'_') else {
+        return false;
+    };
     let (kind, name) = (&inner[..us], &inner[us + 1..]);
-    kind.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    kind.iter()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         && !name.is_empty()
-        && name.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
+        && name
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
 }
 
 /// The metadata word for a kind and a free-form name, as the Python side's `meta_token`:
@@ -129,7 +134,11 @@ pub struct ParsedText {
 pub fn parse_text_full(text: &str, params: &LanguageParams) -> Result<ParsedText, EventError> {
     params.validate()?;
     let body = text.strip_suffix('\n').unwrap_or(text);
-    let mut parsed = ParsedText { meta: Vec::new(), events: Vec::new(), end_tick: 0 };
+    let mut parsed = ParsedText {
+        meta: Vec::new(),
+        events: Vec::new(),
+        end_tick: 0,
+    };
     if body.is_empty() {
         return Ok(parsed);
     }
@@ -141,7 +150,11 @@ pub fn parse_text_full(text: &str, params: &LanguageParams) -> Result<ParsedText
             )));
         }
         let events = decoder.feed_word(word).map_err(|e| match e {
-            EventError::Word { word, reason, .. } => EventError::Word { index, word, reason },
+            EventError::Word { word, reason, .. } => EventError::Word {
+                index,
+                word,
+                reason,
+            },
             other => other,
         })?;
         if decoder.is_header() {
@@ -183,12 +196,28 @@ mod tests {
 
     #[test]
     fn meta_words() {
-        for ok in ["[GENRE_BLUES]", "[PART_PIANO]", "[A_B]", "[KIND_NAME_2]", "[A_B__]", "[K9_X]"] {
+        for ok in [
+            "[GENRE_BLUES]",
+            "[PART_PIANO]",
+            "[A_B]",
+            "[KIND_NAME_2]",
+            "[A_B__]",
+            "[K9_X]",
+        ] {
             assert!(meta_word_is_valid(ok), "{ok}");
         }
         for bad in [
-            "[GENRE]", "[_X]", "[X_]", "[genre_x]", "GENRE_X", "[A B_C]", "[__]", "[]", "[___]",
-            "[1_X]", "[A_b]",
+            "[GENRE]",
+            "[_X]",
+            "[X_]",
+            "[genre_x]",
+            "GENRE_X",
+            "[A B_C]",
+            "[__]",
+            "[]",
+            "[___]",
+            "[1_X]",
+            "[A_b]",
         ] {
             assert!(!meta_word_is_valid(bad), "{bad}");
         }
@@ -197,7 +226,10 @@ mod tests {
     #[test]
     fn meta_tokens_like_python() {
         assert_eq!(meta_token("genre", "blues"), "[GENRE_BLUES]");
-        assert_eq!(meta_token("part", "  hip-hop  piano "), "[PART_HIP_HOP_PIANO]");
+        assert_eq!(
+            meta_token("part", "  hip-hop  piano "),
+            "[PART_HIP_HOP_PIANO]"
+        );
         assert_eq!(meta_token("genre", "é"), "[GENRE_NONE]");
         assert_eq!(meta_token("genre", "straße 2"), "[GENRE_STRASSE_2]");
     }
@@ -215,7 +247,10 @@ mod tests {
         ];
         let meta = vec!["[GENRE_X]".to_string()];
         let text = events_to_text(&ev, &p, &meta);
-        assert_eq!(text, "[GENRE_X] 0+064h1+060e P_12 P_2 0-0641-0600+064a P_12 0-064\n");
+        assert_eq!(
+            text,
+            "[GENRE_X] 0+064h1+060e P_12 P_2 0-0641-0600+064a P_12 0-064\n"
+        );
         let (m, back) = parse_text(&text, &p).unwrap();
         assert_eq!(m, meta);
         let mut sorted = ev.clone();
@@ -227,7 +262,13 @@ mod tests {
     #[test]
     fn shape_errors() {
         let p = LanguageParams::default();
-        for bad in [" 0+060a", "0+060a ", "0+060a  P_12 0-060", "0+060a\n\n", "0+060a\tP_12"] {
+        for bad in [
+            " 0+060a",
+            "0+060a ",
+            "0+060a  P_12 0-060",
+            "0+060a\n\n",
+            "0+060a\tP_12",
+        ] {
             assert!(parse_text(bad, &p).is_err(), "{bad:?}");
         }
         assert!(parse_text("", &p).unwrap().1.is_empty());
