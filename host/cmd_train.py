@@ -5,6 +5,7 @@ commands. Every expected failure is one line on stderr, `midicopilot: error: …
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,7 +89,9 @@ def corpus_build(sources: tuple[Path, ...], out: Path, genre: str | None,
         mapping = corpus_mod.load_genre_map(genre_map) if genre_map else []
 
         def skipped(path: str, reason: str) -> None:
-            click.echo(f"midicopilot: skipped {path}: {reason}", err=True)
+            from tqdm import tqdm  # one line each, above the progress bar
+
+            tqdm.write(f"midicopilot: skipped {path}: {reason}", file=sys.stderr)
 
         summary = corpus_mod.build_corpus(
             files, out, genre=genre, genre_map=mapping, transpose=transpose,

@@ -123,6 +123,7 @@ def export_bundle(checkpoint: Path | str, out: Path | str, force: bool = False,
                 extra.unlink() if extra.is_file() else shutil.rmtree(extra)
         if not (tmp / "model.safetensors").exists():
             raise ExportError("internal: save_pretrained did not write model.safetensors")
+        _add_legacy_config_keys(tmp / "config.json")
         tokenizer.save(str(tmp / tok_mod.TOKENIZER_FILE))
         meta = bundle_metadata(ckpt, tokenizer, cfg)
         meta["dtype"] = dtype
@@ -133,6 +134,18 @@ def export_bundle(checkpoint: Path | str, out: Path | str, force: bool = False,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _add_legacy_config_keys(path: Path) -> None:
+    """transformers 5 nests rope_theta in rope_parameters; readers of the older layout (candle's
+    OLMo2 config, transformers 4) look for it at the top level, so write both."""
+    config = json.loads(path.read_text())
+    rope = config.get("rope_parameters") or {}
+    if "rope_theta" not in config and "rope_theta" in rope:
+        config["rope_theta"] = rope["rope_theta"]
+    if "torch_dtype" not in config and "dtype" in config:
+        config["torch_dtype"] = config["dtype"]
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def read_bundle(bundle: Path | str) -> dict[str, Any]:

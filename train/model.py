@@ -23,6 +23,17 @@ class ModelError(RuntimeError):
     """A model that cannot be built. `str(err)` is one line."""
 
 
+def quiet_transformers() -> None:
+    """No per-file progress bars or deprecation chatter from transformers/peft in our output."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+
+
 def torch_dtype(name: str):
     import torch
 
@@ -78,6 +89,7 @@ def build_base(cfg: ModelConfig, vocab_size: int, pad_id: int = 0, eos_id: int =
     from transformers import AutoModelForCausalLM, Olmo2ForCausalLM
 
     check_quantize(cfg)
+    quiet_transformers()
     dtype = torch_dtype(cfg.dtype)
     if cfg.base == "tiny":
         if saved_base is not None and (saved_base / "config.json").exists():

@@ -53,7 +53,10 @@ def train_tokenizer(corpora: Sequence[Path | str], vocab_size: int, *, min_frequ
         raise TokenizerError("no corpus given")
     meta: set[str] = set()
     for corpus in corpora:
-        meta.update(corpus_mod.load_manifest(corpus)["meta_tokens"])
+        manifest = corpus_mod.load_manifest(corpus)
+        if not manifest["counts"].get("train", {}).get("examples"):
+            raise TokenizerError(f"{corpus}: the corpus has no training examples")
+        meta.update(manifest["meta_tokens"])
     special = [PAD_TOKEN, EOS_TOKEN, *sorted(meta)]
     if len(special) + 256 >= vocab_size:
         raise TokenizerError(f"--vocab {vocab_size} leaves no room for merges after "

@@ -720,9 +720,19 @@ def _truncate_metrics(path: Path, step: int, dist: Dist) -> None:
     """Drop the lines a killed run wrote after its last checkpoint."""
     if not dist.main or not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
+    keep = [json.dumps(m) for m in _parse_lines(path) if m["step"] <= step]
     write_json_lines(path, keep)
+
+
+def _parse_lines(path: Path) -> list[dict[str, Any]]:
+    """JSON lines; a line cut short by a kill is skipped."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
 
 
 def write_json_lines(path: Path, lines: list[str]) -> None:
@@ -732,8 +742,7 @@ def write_json_lines(path: Path, lines: list[str]) -> None:
 
 
 def read_metrics(run: Path | str) -> list[dict[str, Any]]:
-    path = Path(run) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _parse_lines(Path(run) / "metrics.jsonl")
 
 
 def _summary(run: Path, cfg: RunConfig, info: dict[str, Any], step: int,

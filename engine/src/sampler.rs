@@ -256,6 +256,16 @@ impl MaskState {
     /// The policy's deadline rule: no channel-0 note past its deadline, and the notes due exactly
     /// now can still all be closed at this tick.
     fn viable(&self, policy: &Policy, deadlines: &Deadlines) -> bool {
+        if self.plen == 1 && self.grammar.in_item() {
+            // A new item's channel digit: it must still be able to become a note-off, or a
+            // note-on under the polyphony cap (after a note-on only note-ons may follow).
+            let g = &self.grammar;
+            let can_on = g.sounding().channel(0).count_ones() < policy.max_polyphony
+                && g.accepts(b"+");
+            if !can_on && !g.accepts(b"-") {
+                return false;
+            }
+        }
         let t = self.min_tick();
         let mut due: u128 = 0;
         let mut bits = self.grammar.sounding().channel(0);
@@ -582,6 +592,12 @@ mod tests {
         assert!(s.accepts(b" P_12 0-0600+067e", &policy(), &d));
         let s = state(b"0+060e0+06");
         assert!(s.accepts(b"4e", &policy(), &d));
+        // After a note-on only note-ons may follow in the instant: at the cap, no new item.
+        let s = state(b"0+060e0+064e");
+        assert!(!s.accepts(b"0", &policy(), &d));
+        let s = state(b"0+060e0+064e P_1 ");
+        assert!(s.accepts(b"0", &policy(), &d)); // 0-060 or 0-064
+        assert!(!s.accepts(b"0+", &policy(), &d));
     }
 
     #[test]
