@@ -156,7 +156,48 @@ def roll(midi_in: Path, output: Path, title: str | None) -> None:
     _draw(midi_in, output, title or midi_in.name)
 
 
+# -- `play` (live helper; logic in host/live.py) ------------------------------------------------
+@click.command()
+@click.argument("preset")
+@server_option
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the engine's report (events, late, dropped, callback times) as JSON.")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop by itself after this many seconds.")
+@click.option("--no-patch", is_flag=True, help="Do not make the preset's connections.")
+def play(preset: str, server: str | None, report: Path | None, seconds: float | None,
+         no_patch: bool) -> None:
+    """Play live on JACK with a preset: start the engine, make the preset's connections,
+    supervise it. Ctrl-C stops it cleanly (note-offs, then its report line)."""
+    from midicopilot.host import engine, live, presets
+
+    p = load(preset)
+    problems = [line for line in presets.check_preset(p) if ": bundle:" in line]
+    if problems:
+        raise PresetProblem(problems[0])
+    run = live.LiveRun(p, server=server, report=report, run_seconds=seconds)
+    try:
+        run.start()
+        run.wait_ready()
+        if not no_patch:
+            for line in run.patch().lines():
+                click.echo(line, err=line.startswith(("warning", "error")))
+        click.echo(f"{p.name}: playing on JACK as '{live.jackpatch.ENGINE_CLIENT}' "
+                   "(Ctrl-C stops)", err=True)
+        code = run.supervise()
+    except (live.LiveError, engine.EngineNotFound, live.jackpatch.JackUnavailable) as e:
+        if run.proc is not None and run.proc.poll() is None:
+            run.stop()
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:  # before supervise() took over
+        code = run.stop() if run.proc is not None else 130
+    if report and report.exists():
+        click.echo(f"report: {report}", err=True)
+    if code != 0:
+        sys.exit(code)
+
+
 def register(main: click.Group) -> None:
     """Add this module's commands to the top-level group."""
-    for cmd in (ports, patch, render, roll):
+    for cmd in (ports, patch, render, roll, play):
         main.add_command(cmd)

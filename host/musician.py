@@ -2,7 +2,7 @@
 
 Used by the live demo (`midicopilot.host.demo`) and the live tests (tests/jack_harness.py):
 
-    piece = load_piece(path, bpm=100)              # note messages, channels 1–15, seconds
+    piece = load_piece(path, bpm=100, leave_out="Soprano")  # the other parts on channels 1…
     with Musician(server=name) as m:               # JACK client "midicopilot-musician"
         m.connect_to_engine()                      # musician:out -> midicopilot:in…, out -> in
         rec = m.play(piece.messages, tail=2.0)     # blocks until played (+ tail seconds)
@@ -63,12 +63,15 @@ def _is_note_off(msg: bytes) -> bool:
     return len(msg) == 3 and (msg[0] & 0xF0 == 0x80 or (msg[0] & 0xF0 == 0x90 and msg[2] == 0))
 
 
-def load_piece(path: str | Path, bpm: float, *, channel_zero_to: int | None = None) -> Piece:
+def load_piece(path: str | Path, bpm: float, *, leave_out: str | None = None) -> Piece:
     """A MIDI file's notes as raw messages timed at `bpm` (the engine's tempo, so the musician
     and the model share one grid), ignoring the file's own tempo.
 
-    Channel 0 is the model's: its notes are dropped, or moved to `channel_zero_to` (1–15).
-    Sorting at one instant puts note-offs first, as the event language does.
+    Each part, a (track, channel) with notes, is one player: as the corpus does it
+    (train/corpus.py), the parts take channels 1, 2, … in file order (drums stay on 9), never
+    channel 0, the model's. `leave_out` names the part the model plays (a track name, matched
+    case-insensitively, e.g. "Soprano"); its notes are not played. Without it, parts the file
+    has on channel 0 are left out. At one instant note-offs come first, as in the language.
     """
     import mido
 
@@ -76,20 +79,34 @@ def load_piece(path: str | Path, bpm: float, *, channel_zero_to: int | None = No
     tpb = mid.ticks_per_beat
     if tpb <= 0:
         raise MusicianError(f"{path}: SMPTE time division is not supported")
-    events: list[tuple[int, int, bytes]] = []
-    for track in mid.tracks:
+    raw: list[tuple[int, tuple[int, int], mido.Message]] = []
+    names: dict[tuple[int, int], str] = {}
+    for ti, track in enumerate(mid.tracks):
         tick = 0
         for msg in track:
             tick += msg.time
-            if msg.type not in ("note_on", "note_off"):
-                continue
-            ch = msg.channel
-            if ch == 0:
-                if channel_zero_to is None:
-                    continue
-                ch = channel_zero_to
-            data = bytes(msg.copy(channel=ch).bytes())
-            events.append((tick, 0 if _is_note_off(data) else 1, data))
+            if msg.type in ("note_on", "note_off"):
+                part = (ti, msg.channel)
+                names.setdefault(part, (track.name or "").strip())
+                raw.append((tick, part, msg))
+    parts = list(names)
+    if leave_out is not None:
+        dropped = {p for p in parts if names[p].lower() == leave_out.lower()}
+        if not dropped:
+            known = ", ".join(sorted({n for n in names.values() if n})) or "none named"
+            raise MusicianError(f"{path}: no part named '{leave_out}' (parts: {known})")
+    else:
+        dropped = {p for p in parts if p[1] == 0}
+    channel: dict[tuple[int, int], int] = {}
+    free = [c for c in range(1, 16) if c != 9]
+    for i, part in enumerate(p for p in parts if p not in dropped):
+        channel[part] = 9 if part[1] == 9 else free[i % len(free)]
+    events: list[tuple[int, int, bytes]] = []
+    for tick, part, msg in raw:
+        if part in dropped:
+            continue
+        data = bytes(msg.copy(channel=channel[part]).bytes())
+        events.append((tick, 0 if _is_note_off(data) else 1, data))
     events.sort(key=lambda e: (e[0], e[1], e[2][0] & 0x0F, e[2][1]))
     sec_per_tick = 60.0 / bpm / tpb
     messages = [(tick * sec_per_tick, data) for tick, _, data in events]

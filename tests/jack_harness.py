@@ -19,6 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from jackserver import JackServer
+
 from midicopilot.host.musician import (  # noqa: F401 - re-exported for the tests
     Musician,
     NoteCheck,
@@ -28,8 +30,6 @@ from midicopilot.host.musician import (  # noqa: F401 - re-exported for the test
     load_piece,
     write_midi,
 )
-
-from jackserver import JackServer
 
 
 class LiveEngine:

@@ -91,7 +91,7 @@ def _eval_losses(run: Path) -> list[tuple[int, float]]:
     return [(m["step"], m["eval_loss"]) for m in trainer.read_metrics(run) if "eval_loss" in m]
 
 
-# --- the two phases ------------------------------------------------------------------------------
+# --- the two phases ---------------------------------------------------------------------------
 
 def test_align_phase_learns(align_run: Path) -> None:
     losses, evals = _losses(align_run), _eval_losses(align_run)
@@ -171,7 +171,7 @@ def test_style_starts_from_align(align_run: Path, style_run: Path) -> None:
     assert _eval_losses(style_run)[-1][1] < _eval_losses(style_run)[0][1]
 
 
-# --- kill -9 and resume ----------------------------------------------------------------------------
+# --- kill -9 and resume -----------------------------------------------------------------------
 
 def test_kill_and_resume_continue_the_same_loss_sequence(data: dict[str, Path],
                                                          tmp_path: Path) -> None:
@@ -258,7 +258,7 @@ def test_train_bad_input_is_one_line(data: dict[str, Path], tmp_path: Path, extr
     assert message in _one_error_line(_cli(*args))
 
 
-# --- export ----------------------------------------------------------------------------------------
+# --- export -----------------------------------------------------------------------------------
 
 def test_export_bundle_and_reload_logits(style_run: Path, data: dict[str, Path],
                                          tmp_path: Path) -> None:
@@ -319,7 +319,7 @@ def test_export_of_a_folder_without_checkpoint_is_one_line(tmp_path: Path) -> No
     assert "neither a run folder nor a checkpoint" in line
 
 
-# --- a pretrained base from a local folder ----------------------------------------------------------
+# --- a pretrained base from a local folder ----------------------------------------------------
 
 def test_pretrained_base_from_a_local_folder(data: dict[str, Path], tmp_path: Path) -> None:
     """A base with another (English-sized) vocabulary is resized to the MIDI one and trained."""

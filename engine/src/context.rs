@@ -290,6 +290,11 @@ impl Context {
         self.base_tick
     }
 
+    /// The notes sounding at the body's start (before its first word).
+    pub fn base_sounding(&self) -> &Sounding {
+        &self.base_sounding
+    }
+
     pub fn header_tokens(&self) -> &[u32] {
         &self.header
     }

@@ -181,6 +181,16 @@ pub fn run(session: Session, opts: &JackOptions, signal: Arc<AtomicBool>) -> Res
     {
         std::thread::sleep(Duration::from_millis(1));
     }
+    // One more cycle, so the clients downstream have read the last note-offs before our ports
+    // go away.
+    let cycles = shared.stats.cycles.load(Ordering::Acquire);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while shared.stats.cycles.load(Ordering::Acquire) < cycles + 2
+        && !shared.server_gone.load(Ordering::Acquire)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     quit.store(true, Ordering::Release);
     let stats = match decoder.join() {
         Ok(stats) => stats,

@@ -60,6 +60,8 @@ pub struct LiveReport {
     pub inputs: Vec<String>,
     pub seconds: f64,
     pub stop_reason: StopReason,
+    /// Raw MIDI messages read from the input ports.
+    pub received: u64,
     /// Human note events received (after the input filter) and passed to the decoder thread.
     pub events_in: u64,
     /// Channel-0 messages written on `out` (stop note-offs included).
@@ -128,6 +130,7 @@ pub fn build(
         inputs,
         seconds,
         stop_reason,
+        received: g(&s.received),
         events_in: g(&s.notes_in),
         events_out: g(&s.written) + g(&s.stop_offs),
         late: decoder.late,

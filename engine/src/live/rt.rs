@@ -9,7 +9,8 @@
 //! 4. output: events from the decoder thread (sorted by frame) that are due before the cycle
 //!    ends are written at their frame's offset on channel 0 (a late one at offset 0); a write
 //!    the port refuses is counted and retried next cycle. After a stop request: a note-off for
-//!    every channel-0 note still sounding, the queue discarded, `stopped` set.
+//!    every channel-0 note still sounding, the queue discarded, and `stopped` set in the first
+//!    cycle that had nothing left to write.
 //! 5. the callback's own run time goes into a lock-free histogram.
 //!
 //! It never allocates (it runs inside an [`RtSection`]; the report counts any allocation and
@@ -53,7 +54,11 @@ impl ProcessHandler for RtProcess {
             let ring = &mut self.to_decoder;
             self.filter.retry_offs(|channel, pitch| {
                 let kind = InKind::NoteOff { channel, pitch };
-                ring.push(InEvent { frame: start, kind }).is_ok()
+                let ok = ring.push(InEvent { frame: start, kind }).is_ok();
+                if ok {
+                    RtStats::bump(&stats.notes_in);
+                }
+                ok
             });
         }
 
@@ -61,6 +66,7 @@ impl ProcessHandler for RtProcess {
         for (port, mode) in &self.inputs {
             for raw in port.iter(ps) {
                 let frame = start + u64::from(raw.time);
+                RtStats::bump(&stats.received);
                 match self.filter.classify(*mode, raw.bytes) {
                     Classified::Pass(kind) => {
                         let ok = self.to_decoder.push(InEvent { frame, kind }).is_ok();
@@ -114,6 +120,7 @@ impl ProcessHandler for RtProcess {
         let mut writer = self.out.writer(ps);
         if self.shared.stop_requested.load(Ordering::Acquire) {
             if !self.shared.stopped.load(Ordering::Relaxed) {
+                let wrote_nothing = self.sounding.is_empty();
                 for pitch in 0..128u8 {
                     if self.sounding.contains(MODEL_CHANNEL, pitch) {
                         let msg = [0x80 | MODEL_CHANNEL, pitch, 64];
@@ -128,7 +135,9 @@ impl ProcessHandler for RtProcess {
                 while self.from_decoder.pop().is_ok() {
                     RtStats::bump(&stats.discarded_at_stop);
                 }
-                if self.sounding.is_empty() {
+                // `stopped` only in a cycle that wrote nothing: the note-offs of the cycle
+                // before have reached the clients downstream by then.
+                if wrote_nothing {
                     self.shared.stopped.store(true, Ordering::Release);
                 }
             }

@@ -110,6 +110,9 @@ impl Default for Histogram {
 pub struct RtStats {
     /// Process cycles run.
     pub cycles: AtomicU64,
+    /// Raw messages read from the input ports (every one lands in exactly one of the counters
+    /// below: notes_in, clock_in, filtered, merged, unmatched_off, dropped_*, deferred_offs).
+    pub received: AtomicU64,
     /// Note events passed to the decoder thread.
     pub notes_in: AtomicU64,
     /// MIDI clock / start / continue / stop messages passed on as tempo information.

@@ -1,0 +1,207 @@
+"""The live engine on a real JACK server (`jackd --no-realtime -d dummy`, its own server name).
+
+A JACK-Client musician (tests/jack_harness.py → host/musician.py) plays a real Bach chorale from
+the music21 package into `midicopilot-engine jack` (its soprano left out: that is the model's
+part) and records what comes back with frame times. The model is a small random bundle made by
+tests/engine_fixtures.py: its music is noise, but every rule checked here holds for any weights.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from jack_harness import (
+    LiveEngine,
+    Musician,
+    check_notes,
+    clock_messages,
+    flood,
+    load_piece,
+    unique_missing_server,
+)
+from jackserver import JackServer
+
+pytestmark = pytest.mark.jack
+
+BPM = 120.0
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from engine_fixtures import make_random_bundle
+
+    return make_random_bundle(tmp_path_factory.mktemp("live") / "bundle", vocab_size=512,
+                              hidden_size=64, layers=2, heads=4, kv_heads=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def chorale() -> Path:
+    from midicopilot.train.music21_midi import bach_chorales
+
+    return bach_chorales(limit=1)[0]
+
+
+def test_missing_server_is_one_line_and_a_nonzero_exit(engine_bin: Path, bundle: Path) -> None:
+    t0 = time.monotonic()
+    out = subprocess.run([str(engine_bin), "jack", "--bundle", str(bundle)],
+                         capture_output=True, text=True, timeout=20,
+                         env={**JackServer().env, "JACK_DEFAULT_SERVER": unique_missing_server()})
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "no JACK server running" in lines[0] and "Traceback" not in out.stderr
+    assert time.monotonic() - t0 < 10
+
+
+def test_plays_channel_0_in_time_and_stops_clean(engine_bin: Path, bundle: Path,
+                                                  chorale: Path) -> None:
+    piece = load_piece(chorale, BPM, leave_out="Soprano").until(8.0)
+    assert piece.notes > 40 and {m[0] & 0x0F for _, m in piece.messages} == {1, 2, 3, 4}
+    with JackServer() as server, \
+            LiveEngine(engine_bin, bundle, server, inputs=["keys=pass"], bpm=BPM,
+                       args=["--max-polyphony", "3", "--release-horizon-ms", "40"]) as eng, \
+            Musician(server=server.name) as musician:
+        musician.connect_to_engine(input_port="in_keys")
+        rec = musician.play(piece.messages, tail=0.5)
+        # stop while the model is (most likely) still playing
+        code, stderr = eng.stop(signal.SIGTERM)
+        time.sleep(0.3)
+        heard = musician.heard_so_far()
+    assert code == 0, stderr
+    report = eng.report()
+    played = check_notes(rec.played)
+    out = check_notes(heard)
+
+    # what the musician played arrived, all of it, as notes of channels 1–15
+    assert played.ons == piece.notes and not played.hanging
+    assert report["events_in"] == played.ons + played.offs
+    assert report["dropped"]["total"] == 0
+    # the model answered, on channel 0 only, and nothing is left sounding after SIGTERM
+    assert out.ons > 0, report
+    assert out.channels == {0}
+    assert out.hanging == [] and out.unmatched_offs == 0 and out.restruck == 0
+    assert out.ons == out.offs
+    assert report["events_out"] == len(heard)
+    assert report["stop_reason"] == "signal"
+    if report["stop_offs"]:  # the notes sounding at SIGTERM were closed in one cycle, together
+        last = heard[-1][0]
+        final = [m for f, m in heard if f == last]
+        assert len(final) >= report["stop_offs"] and all(m[0] == 0x80 for m in final)
+    # in time: released ahead of their due frames (allowing a stray hiccup of a shared CI box)
+    assert report["decoder"]["released"] > 0
+    assert report["late"] <= max(1, report["decoder"]["released"] // 50), report
+    # the callback never allocated (the guard is live: its self-test saw an allocation)
+    assert report["callback"]["alloc_guard"] is True
+    assert report["callback"]["allocations"] == 0
+    assert report["callback"]["cycles"] > 0 and report["callback"]["max_us"] > 0
+    assert "events in" in stderr and stderr.strip().count("\n") == 0, stderr
+
+
+def test_flood_is_counted_not_fatal(engine_bin: Path, bundle: Path) -> None:
+    messages = flood(seconds=4.0, per_second=5000)
+    notes = [m for _, m in messages if m[0] & 0xF0 in (0x80, 0x90)]
+    ccs = [m for _, m in messages if m[0] & 0xF0 == 0xB0]
+    with JackServer() as server, \
+            LiveEngine(engine_bin, bundle, server, inputs=["flood=pass"], bpm=BPM) as eng, \
+            Musician(server=server.name) as musician:
+        musician.connect_to_engine(input_port="in_flood")
+        rec = musician.play(messages, tail=1.0)
+        assert eng.alive(), eng.stderr()
+        code, stderr = eng.stop(signal.SIGTERM)
+        time.sleep(0.3)
+        heard = musician.heard_so_far()
+    assert code == 0, stderr
+    assert len(rec.played) == len(messages)
+    r = eng.report()
+    # every message is accounted for: passed on, merged, unmatched, dropped or filtered
+    assert r["filtered"] == len(ccs)
+    accounted = (r["events_in"] + r["merged"] + r["unmatched_offs"]
+                 + r["dropped"]["input_ring_full"])
+    assert accounted == len(notes), r
+    assert r["merged"] > 0 and r["unmatched_offs"] > 0  # the flood re-strikes and mis-releases
+    # the callback kept running through it and never allocated
+    seconds = r["seconds"]
+    expected_cycles = seconds * r["sample_rate"] / r["buffer_frames"]
+    assert r["callback"]["cycles"] > 0.5 * expected_cycles, r["callback"]
+    assert r["callback"]["allocations"] == 0
+    out = check_notes(heard)
+    assert out.channels <= {0} and out.hanging == [] and out.unmatched_offs == 0
+
+
+def test_midi_clock_sets_the_tempo(engine_bin: Path, bundle: Path) -> None:
+    clock_bpm = 150.0
+    messages = clock_messages(6.0, clock_bpm)
+    with JackServer() as server, \
+            LiveEngine(engine_bin, bundle, server, inputs=["clock=pass"], bpm=90.0,
+                       args=["--tempo-source", "midi_clock"]) as eng, \
+            Musician(server=server.name) as musician:
+        musician.connect_to_engine(input_port="in_clock")
+        musician.play(messages, tail=0.2)
+        code, stderr = eng.stop()
+    assert code == 0, stderr
+    r = eng.report()
+    tempo = r["decoder"]["tempo"]
+    assert r["clock_in"] == len(messages)
+    assert tempo["clocks"] == len(messages) - 1 and tempo["starts"] == 1
+    assert tempo["source"] == "midi_clock" and tempo["bpm_start"] == 90.0
+    assert abs(tempo["bpm_end"] - clock_bpm) < 0.02 * clock_bpm, tempo
+    assert r["events_in"] == 0  # clock is tempo information, never notes in the context
+
+
+def test_transport_sets_the_tempo(engine_bin: Path, bundle: Path) -> None:
+    """A timebase master (a DAW's role) rolls the transport at 84 BPM in 3/4."""
+    master = r"""
+import sys, time, jack
+bpm = 84.0
+client = jack.Client("fake-daw", no_start_server=True)
+@client.set_timebase_callback
+def timebase(state, blocksize, pos, new_pos):
+    pos.valid = jack._lib.JackPositionBBT
+    pos.beats_per_bar, pos.beat_type, pos.ticks_per_beat = 3.0, 4.0, 1920.0
+    pos.beats_per_minute = bpm
+    beats = pos.frame / pos.frame_rate * bpm / 60.0
+    pos.bar = int(beats // 3) + 1
+    pos.beat = int(beats % 3) + 1
+    pos.tick = int((beats % 1.0) * 1920)
+    pos.bar_start_tick = 0.0
+client.activate()
+client.transport_start()
+print("rolling", flush=True)
+time.sleep(float(sys.argv[1]))
+client.transport_stop()
+client.deactivate()
+client.close()
+"""
+    with JackServer() as server, \
+            LiveEngine(engine_bin, bundle, server, inputs=["keys=pass"], bpm=120.0,
+                       args=["--tempo-source", "transport"]) as eng:
+        daw = subprocess.run([sys.executable, "-c", master, "5"], env=server.env,
+                             capture_output=True, text=True, timeout=60)
+        assert daw.returncode == 0, daw.stderr
+        code, stderr = eng.stop()
+    assert code == 0, stderr
+    tempo = eng.report()["decoder"]["tempo"]
+    assert tempo["transport_readings"] > 100, tempo
+    assert abs(tempo["bpm_end"] - 84.0) < 0.05 * 84.0, tempo
+    assert tempo["locks"] >= 1
+
+
+def test_server_shutdown_is_one_line_and_nonzero(engine_bin: Path, bundle: Path) -> None:
+    server = JackServer().start()
+    try:
+        eng = LiveEngine(engine_bin, bundle, server).start()
+        time.sleep(0.5)
+    finally:
+        server.stop()
+    code, stderr = eng.wait(timeout=20)
+    assert code != 0
+    lines = [ln for ln in stderr.strip().splitlines() if ln]
+    assert lines[-1].startswith("midicopilot-engine: the JACK server shut down"), stderr
+    assert "panicked" not in stderr and "Traceback" not in stderr
+    report = json.loads(eng.report_path.read_text())
+    assert report["stop_reason"] == "server_shutdown"
