@@ -38,8 +38,13 @@ def _print(message: str) -> None:
 
 
 def build_demo_bundle(out: Path | str, work: Path | str | None = None, progress: bool = True,
-                      log: Callable[[str], None] = _print, sets: tuple[str, ...] = ()) -> Path:
-    """Build (or reuse) the demo bundle in `out`; intermediate results live in `work`."""
+                      log: Callable[[str], None] = _print, sets: tuple[str, ...] = (),
+                      max_chorales: int = 0, max_align_files: int = 0,
+                      vocab_size: int = VOCAB_SIZE) -> Path:
+    """Build (or reuse) the demo bundle in `out`; intermediate results live in `work`.
+
+    `sets` overrides config keys (as `--set`); `max_chorales`/`max_align_files` > 0 shrink the
+    corpora (tests)."""
     out = Path(out)
     work = Path(work) if work else out.with_name(out.name + ".work")
     if _finished_bundle(out):
@@ -61,7 +66,8 @@ def build_demo_bundle(out: Path | str, work: Path | str | None = None, progress:
     if not (style_dir / "corpus.json").exists():
         done = stage("style corpus")
         log("style corpus: music21's Bach works, all 12 keys")
-        corpus_mod.build_corpus(bach_chorales(progress=progress), style_dir, genre=GENRE,
+        chorales = bach_chorales(progress=progress)
+        corpus_mod.build_corpus(chorales[:max_chorales or None], style_dir, genre=GENRE,
                                 transpose=True, val_fraction=0.1, seed=0, progress=progress,
                                 on_skip=lambda p, r: log(f"skipped {p}: {r}"))
         done()
@@ -70,6 +76,7 @@ def build_demo_bundle(out: Path | str, work: Path | str | None = None, progress:
         done = stage("align corpus")
         log("align corpus: every music21 MIDI file but the chorales held out for validation")
         files = [f for f in all_midi_files(progress=progress) if str(f) not in style_val]
+        files = files[:max_align_files or None]
         corpus_mod.build_corpus(files, align_dir, val_fraction=0.05, seed=0, min_part_count=3,
                                 progress=progress, on_skip=lambda p, r: log(f"skipped {p}: {r}"))
         done()
@@ -77,8 +84,8 @@ def build_demo_bundle(out: Path | str, work: Path | str | None = None, progress:
     tok_dir = work / "tokenizer"
     if not (tok_dir / tok_mod.TOKENIZER_FILE).exists():
         done = stage("tokenizer")
-        log(f"tokenizer: BPE, vocabulary {VOCAB_SIZE}")
-        tok = tok_mod.train_tokenizer([align_dir, style_dir], VOCAB_SIZE,
+        log(f"tokenizer: BPE, vocabulary {vocab_size}")
+        tok = tok_mod.train_tokenizer([align_dir, style_dir], vocab_size,
                                       max_examples=TOKENIZER_MAX_EXAMPLES, progress=progress)
         stats = {name: tok_mod.corpus_tokens_per_note(tok, d, "val")
                  for name, d in (("align", align_dir), ("style", style_dir))}
