@@ -195,6 +195,7 @@ def train_command(phase: str, config_file: str, corpus_dir: Path | None,
                   quantize: str | None, quiet: bool) -> None:
     """Train one phase (align, then style) from a config file. Runs under torchrun as well:
     torchrun --nproc_per_node N -m midicopilot.host.cli train …"""
+    _cpu_friendly_threads()
     from midicopilot.train import config as config_mod
     from midicopilot.train import trainer
 
@@ -214,6 +215,14 @@ def train_command(phase: str, config_file: str, corpus_dir: Path | None,
         unigram = "n/a" if result.unigram_loss is None else f"{result.unigram_loss:.4f}"
         click.echo(f"{phase}: {result.steps} steps in {result.seconds:.0f} s; eval loss {loss} "
                    f"(unigram baseline {unigram}); run folder {result.run}")
+
+
+def _cpu_friendly_threads() -> None:
+    """Before torch loads OpenMP: idle threads sleep instead of spinning. On a CPU shared with
+    other jobs, spinning threads halve training throughput (measured; docs/TRAINING.md)."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _env(name: str, default: str) -> str:
@@ -256,6 +265,7 @@ def export_command(checkpoint: Path, out: Path, force: bool, dtype: str | None) 
 def demo_bundle(out: Path, work: Path | None, quiet: bool) -> None:
     """Train the demo bundle from music21's files: align on the generic mix, style on Bach
     chorales ([GENRE_CHORALE]). Reuses a finished bundle and every finished step."""
+    _cpu_friendly_threads()
     from midicopilot.train import demo
 
     with _errors():

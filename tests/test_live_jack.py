@@ -150,8 +150,9 @@ def test_midi_clock_sets_the_tempo(engine_bin: Path, bundle: Path) -> None:
     assert code == 0, stderr
     r = eng.report()
     tempo = r["decoder"]["tempo"]
-    assert r["clock_in"] == len(messages)
-    assert tempo["clocks"] == len(messages) - 1 and tempo["starts"] == 1
+    assert r["clock_in"] == r["received"]
+    assert r["received"] == len(messages) or r["xruns"] > 0, r  # JACK loses only on an xrun
+    assert tempo["clocks"] + tempo["starts"] == r["clock_in"] and tempo["starts"] <= 1
     assert tempo["source"] == "midi_clock" and tempo["bpm_start"] == 90.0
     assert abs(tempo["bpm_end"] - clock_bpm) < 0.02 * clock_bpm, tempo
     assert r["events_in"] == 0  # clock is tempo information, never notes in the context

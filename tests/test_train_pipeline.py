@@ -130,6 +130,10 @@ def test_windows(align_run: Path, style_run: Path) -> None:
     # every window's body starts at a word and ends at a word boundary (or [EOS]/padding)
     for row in ids[:200]:
         assert token_of[int(row[3])].startswith("Ġ")
+    # the first window of the first example is exactly the tokenized text (what the engine does)
+    first = next(corpus_mod.corpus_texts(json.loads((style_run / "run.json").read_text())
+                                         ["corpus"], "train"))
+    assert list(ids[0]) == tok.encode(first, add_special_tokens=False).ids[:64]
     align_ids = np.load(align_run / "data" / "train-ids.npy")
     align_header = np.load(align_run / "data" / "train-header.npy")
     assert (align_header == 0).all()

@@ -118,6 +118,25 @@ def _check_header(path: str, data: bytes) -> None:
         raise MidiError(f"{path}: time division is zero")
 
 
+def _keep_unknown_meta_time() -> None:
+    """mido 1.3.3 drops the delta time of a meta event whose type it does not know (0x08, program
+    name, is one), which moves every later event of the track earlier. Rule 1 needs exact ticks,
+    so the builder mido's file reader calls is wrapped to put the delta back. Idempotent."""
+    from mido.midifiles import midifiles as reader
+
+    build = reader.build_meta_message
+    if getattr(build, "keeps_time", False):
+        return
+
+    def build_keeping_time(meta_type, data, delta=0):
+        msg = build(meta_type, data, delta)
+        msg.time = delta
+        return msg
+
+    build_keeping_time.keeps_time = True  # type: ignore[attr-defined]
+    reader.build_meta_message = build_keeping_time
+
+
 def _load(path: str | Path) -> mido.MidiFile:
     path = str(path)
     try:
@@ -125,6 +144,7 @@ def _load(path: str | Path) -> mido.MidiFile:
     except OSError as err:
         raise MidiError(f"{path}: {err.strerror or err}") from None
     _check_header(path, data)
+    _keep_unknown_meta_time()
     try:
         import io
 

@@ -186,6 +186,8 @@ pub struct Context {
     /// Absolute on-ticks of the channel-0 notes sounding at the body's start.
     base_on: [Option<u64>; 128],
     events: Vec<CtxEvent>,
+    /// Tentative model events a flush cut off the body: released on time, never cut.
+    committed: Vec<NoteEvent>,
     grammar: GrammarState,
     reader: ItemReader,
     /// Absolute on-ticks of the channel-0 notes sounding at the end of the body.
@@ -251,6 +253,7 @@ impl Context {
             base_sounding: Sounding::default(),
             base_on: [None; 128],
             events: Vec::new(),
+            committed: Vec::new(),
             grammar,
             reader: ItemReader::default(),
             on_tick: [None; 128],
@@ -440,7 +443,8 @@ impl Context {
 
     /// Hand out the tentative model events due by `tick` (absolute), in text order.
     pub fn release_until(&mut self, tick: u64) -> Vec<NoteEvent> {
-        let mut out = Vec::new();
+        let n = self.committed.partition_point(|e| e.tick <= tick);
+        let mut out: Vec<NoteEvent> = self.committed.drain(..n).collect();
         for e in &mut self.events {
             if !e.released && e.event.tick <= tick {
                 e.released = true;
@@ -450,7 +454,12 @@ impl Context {
         out
     }
 
-    /// Tentative (unreleased) model events.
+    /// Model events committed by a flush (not released yet, no longer in the body).
+    pub fn committed(&self) -> &[NoteEvent] {
+        &self.committed
+    }
+
+    /// Tentative (unreleased) model events still in the body (human input can cut them).
     pub fn tentative(&self) -> impl Iterator<Item = &NoteEvent> {
         self.events.iter().filter(|e| !e.released).map(|e| &e.event)
     }
@@ -526,15 +535,11 @@ impl Context {
         self.ends = ends;
         self.text = new_text;
         self.cache.truncate(self.header.len() + p);
-        if let Some(f) = &mut self.flush {
-            if p < f.body_start {
-                self.stats.flushes_cancelled += 1;
-                let mut f = self.flush.take().expect("checked above");
-                f.cache.clear();
-                self.spare = Some(f.cache);
-            } else {
-                f.cache.truncate(self.header.len() + (p - f.body_start));
-            }
+        let h = self.header.len();
+        match &mut self.flush {
+            Some(f) if p >= f.body_start => f.cache.truncate(h + (p - f.body_start)),
+            Some(_) => self.cancel_flush(),
+            None => {}
         }
         self.rebuild_state()?;
         self.sync()
@@ -613,6 +618,14 @@ impl Context {
             }
         }
         if total > self.cfg.limit {
+            // At the limit: finish the flush now (a stall). A pending flush whose kept part has
+            // grown past what leaves room (human input came in meanwhile) is chosen again.
+            if let Some(f) = &self.flush {
+                let new_len = total - f.body_start;
+                if new_len > (self.cfg.keep + self.cfg.limit) / 2 {
+                    self.cancel_flush();
+                }
+            }
             if self.flush.is_none() {
                 self.start_flush(true)?;
             }
@@ -621,12 +634,25 @@ impl Context {
         let q = self.cache.len().min(total - 1);
         self.cache.truncate(q);
         self.logits = self.forward(false, q, total)?;
-        if self.flush.is_some() {
-            self.flush_work(self.cfg.step_chunk)?;
+        if let Some(remaining) = self.flush_remaining() {
+            // Spread the prefill so it catches up before the context reaches its limit: each
+            // step appends a token, so it must do one more than its share of what remains.
+            let steps_left = (self.cfg.limit - total).max(1);
+            let chunk = self.cfg.step_chunk.max(1 + remaining.div_ceil(steps_left));
+            self.flush_work(chunk)?;
         } else if total >= self.cfg.flush_start {
             self.start_flush(false)?;
         }
         Ok(())
+    }
+
+    /// Drop a pending flush (its cache goes back to spare).
+    fn cancel_flush(&mut self) {
+        if let Some(mut f) = self.flush.take() {
+            f.cache.clear();
+            self.spare = Some(f.cache);
+            self.stats.flushes_cancelled += 1;
+        }
     }
 
     /// Tokens a pending flush still has to prefill (of `header ++ body[body_start..]`).
@@ -722,14 +748,40 @@ impl Context {
     ///
     /// Candidates are word starts that are token boundaries, where the word is an instant (the
     /// new body opens with an instant at its tick 0) or a time word after a time word (the new
-    /// body opens with the rest of a canonical time sequence), such that every event before it
-    /// is released and, unless forced, its tick is not after "now". The first candidate whose
-    /// kept part fits in `keep` tokens wins; forced, the last one that fits under the limit.
+    /// body opens with the rest of a canonical time sequence). The first candidate whose kept
+    /// part fits in `keep` tokens wins, preferring one at or before "now" with every event
+    /// before it released (so human input can still reach every tentative event). When the
+    /// context is nearly full and there is none, the cut may go later: the tentative events
+    /// before it are committed (released on time, no longer cut by human input) and human input
+    /// before it lands at its tick. Forced (at the limit), a cut keeping more than `keep` is
+    /// taken if nothing else fits.
     fn choose_cut(&self, forced: bool) -> Option<(usize, usize, u64)> {
         let h = self.header.len();
-        let min_start = (self.body.len() + h).saturating_sub(self.cfg.keep);
+        let total = h + self.body.len();
+        let min_start = total.saturating_sub(self.cfg.keep);
         let first_unreleased = self.events.iter().find(|e| !e.released).map(|e| e.event.tick);
-        let mut best = None;
+        let cands = self.cut_candidates();
+        let strict = |&(_, _, tick): &(usize, usize, u64)| {
+            tick <= self.floor_tick && first_unreleased.is_none_or(|u| tick <= u)
+        };
+        if let Some(c) = cands.iter().find(|c| c.0 >= min_start && strict(c)) {
+            return Some(*c);
+        }
+        let nearly_full = total >= (self.cfg.flush_start + self.cfg.limit) / 2;
+        if forced || nearly_full {
+            if let Some(c) = cands.iter().find(|c| c.0 >= min_start) {
+                return Some(*c);
+            }
+        }
+        if forced {
+            return cands.iter().rev().find(|c| total - c.0 < self.cfg.limit).copied();
+        }
+        None
+    }
+
+    /// Every possible cut point (see [`choose_cut`](Self::choose_cut)), in text order.
+    fn cut_candidates(&self) -> Vec<(usize, usize, u64)> {
+        let mut out = Vec::new();
         let mut tick = self.base_tick;
         let mut prev_time = false;
         let mut k = 0usize; // tokens ending at or before the word start
@@ -745,17 +797,10 @@ impl Context {
             while k < self.ends.len() && self.ends[k] <= i {
                 k += 1;
             }
-            let aligned = (k == 0 && i == 0) || (k > 0 && self.ends[k - 1] == i);
+            let aligned = k > 0 && self.ends[k - 1] == i;
             let kind_ok = (!is_time && i > 0) || (is_time && prev_time);
-            let released_ok = first_unreleased.is_none_or(|u| tick <= u);
-            let floor_ok = forced || tick <= self.floor_tick;
-            if aligned && kind_ok && released_ok && floor_ok && k > 0 {
-                if k >= min_start {
-                    return Some((k, i, tick));
-                }
-                if forced && h + self.body.len() - k < self.cfg.limit {
-                    best = Some((k, i, tick));
-                }
+            if aligned && kind_ok {
+                out.push((k, i, tick));
             }
             if is_time {
                 let n = word[2.min(word.len())..]
@@ -767,7 +812,7 @@ impl Context {
             prev_time = is_time;
             i = end;
         }
-        best
+        out
     }
 
     /// Swap in the flushed cache: drop the body before the cut point, rebase ticks.
@@ -791,6 +836,13 @@ impl Context {
                 }
             }
         }
+        let cut_off = self
+            .events
+            .iter()
+            .filter(|e| e.event.tick < f.base_tick && !e.released)
+            .map(|e| e.event);
+        self.committed.extend(cut_off);
+        self.committed.sort();
         self.events.retain(|e| e.event.tick >= f.base_tick);
         self.body.drain(..f.body_start);
         self.ends.drain(..f.body_start);

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use midicopilot_engine::cmd;
 
 #[derive(Debug, Parser)]
-#[command(name = "midicopilot-engine", version, about = "midicopilot's engine: the event language, the model, the live loop")]
+#[command(
+    name = "midicopilot-engine",
+    version,
+    about = "midicopilot's engine: the event language, the model, the live loop"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

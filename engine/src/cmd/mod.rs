@@ -23,7 +23,9 @@ pub fn run_main(body: impl FnOnce() -> anyhow::Result<()> + std::panic::UnwindSa
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "panic".into());
-        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line()));
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()));
         if let Ok(mut slot) = PANIC_MESSAGE.lock() {
             *slot = Some(format!("{msg}{}", place.unwrap_or_default()));
         }

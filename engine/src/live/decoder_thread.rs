@@ -13,6 +13,11 @@
 //! 4. when the model is ahead: flush work (`idle`), or a 1 ms sleep when there is none.
 //!
 //! Released events that find the output ring full wait here (in order) and are counted.
+//!
+//! The context can only hold so much at one instant (one instant is one word, and a flush can
+//! only cut between words), so a [`HumanGate`] lets at most [`MAX_ONS_PER_TICK`] human note-ons
+//! into one tick and at most [`MAX_HUMAN_PER_ADVANCE`] events into one `advance`; the rest of a
+//! flood is dropped (with the note-offs of the dropped notes) and counted, never fatal.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,10 +28,56 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::clock::{Follower, TempoStats};
+use super::ports::NoteSet;
 use super::{InEvent, InKind, OutEvent, Shared};
 use crate::events::{bin_of_velocity, velocity_of_bin, EventKind, NoteEvent};
 use crate::session::{Session, SessionStats};
 use crate::tempo::Tempo;
+
+/// Most human note-ons let into one tick (16 players' four-note chords fit several times).
+pub const MAX_ONS_PER_TICK: u32 = 24;
+/// Most human events read from the ring per iteration (the session flushes between batches).
+pub const MAX_HUMAN_PER_ADVANCE: usize = 64;
+
+/// Lets human notes into the session at a rate its context can hold (see the module docs).
+#[derive(Debug, Default)]
+pub struct HumanGate {
+    tick: u64,
+    ons: u32,
+    passed: NoteSet,
+    /// Note-ons refused (over the per-tick cap) and the note-offs that went with them.
+    pub dropped: u64,
+}
+
+impl HumanGate {
+    /// Whether this event goes into the session.
+    pub fn admit(&mut self, ev: &NoteEvent) -> bool {
+        match ev.kind {
+            EventKind::On { .. } => {
+                if ev.tick != self.tick {
+                    self.tick = ev.tick;
+                    self.ons = 0;
+                }
+                if self.ons >= MAX_ONS_PER_TICK || self.passed.contains(ev.channel, ev.pitch) {
+                    self.dropped += 1;
+                    return false;
+                }
+                self.ons += 1;
+                self.passed.insert(ev.channel, ev.pitch);
+                true
+            }
+            EventKind::Off => {
+                if self.passed.contains(ev.channel, ev.pitch) {
+                    self.passed.remove(ev.channel, ev.pitch);
+                    true
+                } else {
+                    self.dropped += 1;
+                    false
+                }
+            }
+        }
+    }
+}
 
 /// The decoder thread's settings.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +93,8 @@ pub struct DecoderConfig {
 pub struct DecoderStats {
     /// Human note events handed to the session.
     pub human_events: u64,
+    /// Human note events kept out of the session by the flood gate ([`HumanGate`]).
+    pub human_dropped: u64,
     /// Model events released to the callback.
     pub released: u64,
     /// Released at a frame the callback had already passed (the output was late).
@@ -73,7 +126,7 @@ pub fn run(
 ) -> DecoderStats {
     let mut stats = DecoderStats::default();
     let rate = f64::from(tempo.map().rate());
-    let mut state = Loop { pending: VecDeque::new(), last_frame: 0 };
+    let mut state = Loop { pending: VecDeque::new(), last_frame: 0, gate: HumanGate::default() };
     let result = (|| -> Result<()> {
         while !quit.load(Ordering::Acquire) {
             let t0 = Instant::now();
@@ -90,6 +143,7 @@ pub fn run(
     if let Err(e) = result {
         stats.error = Some(format!("{e:#}"));
     }
+    stats.human_dropped = state.gate.dropped;
     stats.tempo = tempo.stats();
     // The callback writes the note-offs of what actually sounds; the session's own stop only
     // closes its bookkeeping (its events are never sent).
@@ -103,6 +157,7 @@ struct Loop {
     pending: VecDeque<OutEvent>,
     /// Frame of the last event sent (the ring stays sorted).
     last_frame: u64,
+    gate: HumanGate,
 }
 
 impl Loop {
@@ -123,19 +178,25 @@ impl Loop {
         let bins = session.context().params().velocity_bins;
         let mut worked = false;
 
-        while let Ok(ev) = input.pop() {
+        let mut batch = 0;
+        while batch < MAX_HUMAN_PER_ADVANCE {
+            let Ok(ev) = input.pop() else { break };
             worked = true;
             let tick = (tempo.ticks_at(ev.frame) + 0.5).floor() as u64;
-            match ev.kind {
+            let note = match ev.kind {
                 InKind::NoteOn { channel, pitch, velocity } => {
-                    session.human(NoteEvent::on(tick, channel, pitch, bin_of_velocity(velocity, bins)));
-                    stats.human_events += 1;
+                    NoteEvent::on(tick, channel, pitch, bin_of_velocity(velocity, bins))
                 }
-                InKind::NoteOff { channel, pitch } => {
-                    session.human(NoteEvent::off(tick, channel, pitch));
-                    stats.human_events += 1;
+                InKind::NoteOff { channel, pitch } => NoteEvent::off(tick, channel, pitch),
+                kind => {
+                    tempo.on_clock_message(ev.frame, kind);
+                    continue;
                 }
-                kind => tempo.on_clock_message(ev.frame, kind),
+            };
+            batch += 1;
+            if self.gate.admit(&note) {
+                session.human(note);
+                stats.human_events += 1;
             }
         }
         if let Some(snap) = shared.transport.read() {
@@ -177,5 +238,28 @@ impl Loop {
             worked = true;
         }
         Ok(worked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_caps_ons_per_tick_and_drops_their_offs() {
+        let mut g = HumanGate::default();
+        let n = MAX_ONS_PER_TICK as u8;
+        for p in 0..n + 5 {
+            let admitted = g.admit(&NoteEvent::on(10, 1 + p % 4, 40 + p, 3));
+            assert_eq!(admitted, p < n, "pitch {p}");
+        }
+        assert_eq!(g.dropped, 5);
+        // the offs of admitted notes pass, those of refused ones are dropped too
+        assert!(g.admit(&NoteEvent::off(11, 1, 40)));
+        assert!(!g.admit(&NoteEvent::off(11, 1 + n % 4, 40 + n)));
+        assert_eq!(g.dropped, 6);
+        // a new tick has room again; a second on of a sounding note does not pass
+        assert!(g.admit(&NoteEvent::on(12, 1, 40, 3)));
+        assert!(!g.admit(&NoteEvent::on(13, 1, 40, 3)));
     }
 }
