@@ -8,6 +8,7 @@ tests/engine_fixtures.py: its music is noise, but every rule checked here holds 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -210,3 +211,108 @@ def test_server_shutdown_is_one_line_and_nonzero(engine_bin: Path, bundle: Path)
     assert "panicked" not in stderr and "Traceback" not in stderr
     report = json.loads(eng.report_path.read_text())
     assert report["stop_reason"] == "server_shutdown"
+
+
+# -- `midicopilot play`: the host launches, patches and supervises the engine ---------------------
+def _play_preset(tmp_path: Path, bundle: Path) -> Path:
+    """A preset whose connections are the musician's ports (so `play` patches it itself)."""
+    preset = tmp_path / "live-test.toml"
+    preset.write_text(f"""
+name = "live-test"
+bundle = "{bundle}"
+
+[style]
+genre = "CHORALE"
+part = "SOPRANO"
+
+[tempo]
+bpm = {BPM}
+
+[context]
+size = 256
+max_polyphony = 2
+
+[[inputs]]
+name = "keys"
+channel = "pass"
+connect = ["^midicopilot-musician:out$"]
+
+[output]
+connect = ["^midicopilot-musician:in$"]
+""")
+    return preset
+
+
+def _start_play(preset: Path, server: JackServer, engine_bin: Path, report: Path
+                ) -> subprocess.Popen[str]:
+    env = {**server.env, "MIDICOPILOT_ENGINE": str(engine_bin)}
+    return subprocess.Popen([sys.executable, "-m", "midicopilot.host.cli", "play", str(preset),
+                             "--report", str(report)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_connected(musician: Musician, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (musician.client.get_all_connections(musician.out)
+                and musician.client.get_all_connections(musician.inp)):
+            return
+        time.sleep(0.1)
+    raise AssertionError("`midicopilot play` did not patch the musician")
+
+
+def test_play_patches_supervises_and_stops_on_ctrl_c(engine_bin: Path, bundle: Path,
+                                                     chorale: Path, tmp_path: Path) -> None:
+    piece = load_piece(chorale, BPM, leave_out="Soprano").until(4.0)
+    report = tmp_path / "report.json"
+    with JackServer() as server, Musician(server=server.name) as musician:
+        play = _start_play(_play_preset(tmp_path, bundle), server, engine_bin, report)
+        try:
+            _wait_connected(musician)
+            musician.play(piece.messages, lead_in=0.2, tail=0.5)
+            play.send_signal(signal.SIGINT)  # Ctrl-C
+            out, err = play.communicate(timeout=60)
+        finally:
+            if play.poll() is None:
+                play.kill()
+        time.sleep(0.2)
+        heard = musician.heard_so_far()
+    assert play.returncode == 0, err
+    assert "connected midicopilot-musician:out -> midicopilot:in_keys" in out
+    assert "connected midicopilot:out -> midicopilot-musician:in" in out
+    assert "midicopilot-engine: jack:" in err and "stopped by signal" in err
+    r = json.loads(report.read_text())
+    assert r["stop_reason"] == "signal" and r["inputs"] == ["in_keys"]
+    assert r["events_in"] == 2 * piece.notes
+    # (the engine may play before `play` has connected its output, so the musician can miss
+    # the first few; nothing it heard is left sounding)
+    assert check_notes(heard).hanging == [] and r["events_out"] >= len(heard) > 0
+
+
+def test_play_reports_a_crash_and_sends_all_notes_off(engine_bin: Path, bundle: Path,
+                                                      tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    with JackServer() as server, Musician(server=server.name) as musician:
+        play = _start_play(_play_preset(tmp_path, bundle), server, engine_bin, report)
+        try:
+            _wait_connected(musician)
+            time.sleep(2.5)  # the host has noted where the engine's output goes
+            children = Path(f"/proc/{play.pid}/task/{play.pid}/children").read_text().split()
+            assert len(children) == 1
+            engine_pid = int(children[0])
+            musician.start_recording()
+            os.kill(engine_pid, signal.SIGKILL)  # a crash: no note-offs from the engine
+            out, err = play.communicate(timeout=60)
+        finally:
+            if play.poll() is None:
+                play.kill()
+        time.sleep(0.2)
+        heard = musician.heard_so_far()
+    assert play.returncode != 0
+    crash = [ln for ln in err.splitlines() if "the engine stopped with signal 9" in ln]
+    assert len(crash) == 1, err
+    assert "Traceback" not in err
+    assert bytes([0xB0, 123, 0]) in [m for _, m in heard]  # all notes off, channel 0
+    offs = {m[1] for _, m in heard if m[0] == 0x80}
+    assert offs == set(range(128))
+    assert {m[0] & 0x0F for _, m in heard} == {0}

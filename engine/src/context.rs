@@ -794,11 +794,13 @@ impl Context {
                 .map_or(self.text.len(), |p| i + 1 + p);
             let word = &self.text[i + 1..end];
             let is_time = word.first() == Some(&b'P');
+            let is_instant = word.first().is_some_and(|b| b.is_ascii_hexdigit());
             while k < self.ends.len() && self.ends[k] <= i {
                 k += 1;
             }
             let aligned = k > 0 && self.ends[k - 1] == i;
-            let kind_ok = (!is_time && i > 0) || (is_time && prev_time);
+            // (A word not begun yet, after a trailing space, is no cut point: its kind is unknown.)
+            let kind_ok = is_instant || (is_time && prev_time);
             if aligned && kind_ok {
                 out.push((k, i, tick));
             }
