@@ -32,6 +32,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,7 @@ def targets_of(ids, header, pad_id: int):
 
     labels = ids.long().clone()
     labels[ids == pad_id] = IGNORE
-    positions = torch.arange(ids.shape[1]).unsqueeze(0)
+    positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
     labels[positions < header.unsqueeze(1)] = IGNORE
     return labels
 
@@ -369,7 +370,8 @@ def train(cfg: RunConfig, out: Path | str, corpus: Path | str | None = None,
         start = Path(info["init_from"])
         model_mod.load_trainable_state(model, _load_tensors(start / "trainable.safetensors"),
                                        source=str(start))
-    model.to(device)
+    if not cfg.model.quantize:  # a bitsandbytes model is placed when loaded and cannot move
+        model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=(t.beta1, t.beta2),
                                   weight_decay=t.weight_decay,
@@ -448,7 +450,7 @@ def train(cfg: RunConfig, out: Path | str, corpus: Path | str | None = None,
                 first = (micro * dist.world + dist.rank) * per_rank
                 idx = batch[first:first + per_rank]
                 sync = micro == t.grad_accum - 1
-                ctx = net.no_sync() if dist.world > 1 and not sync else _null()
+                ctx = net.no_sync() if dist.world > 1 and not sync else nullcontext()
                 with ctx:
                     loss, _ = forward_loss(net, train_w.ids[idx], train_w.header[idx])
                     (loss / t.grad_accum).backward()
@@ -457,7 +459,7 @@ def train(cfg: RunConfig, out: Path | str, corpus: Path | str | None = None,
                 torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            step_loss = _mean_over_ranks(loss_sum / t.grad_accum, dist)
+            step_loss = _mean_over_ranks(loss_sum / t.grad_accum, dist, device)
             if metrics:
                 metrics.write(json.dumps({"step": step, "loss": step_loss, "lr": lr}) + "\n")
                 metrics.flush()
@@ -501,21 +503,13 @@ def train(cfg: RunConfig, out: Path | str, corpus: Path | str | None = None,
     return RunResult(run, step, last_eval, unigram, seconds)
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _mean_over_ranks(value: float, dist: Dist) -> float:
+def _mean_over_ranks(value: float, dist: Dist, device) -> float:
     if dist.world == 1:
         return value
     import torch
     import torch.distributed as tdist
 
-    tensor = torch.tensor([value], dtype=torch.float64)
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
     tdist.all_reduce(tensor)
     return float(tensor[0]) / dist.world
 

@@ -27,6 +27,8 @@ enum Command {
     Render(cmd::render::RenderArgs),
     /// Play live as a JACK client: channels 1–15 in, the model's channel 0 out.
     Jack(cmd::jack::JackArgs),
+    /// Play live on the ALSA sequencer (midir), for rigs without JACK.
+    Alsa(cmd::alsa::AlsaArgs),
     /// Time the model on this machine (decode, prefill, memory), beside transformers.
     Bench(cmd::bench::BenchArgs),
     /// Print the model's logits for token ids as JSON (the parity tests use it).
@@ -40,6 +42,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Decode(args) => cmd::decode::run(args),
         Command::Render(args) => cmd::render::run(args),
         Command::Jack(args) => cmd::jack::run(args),
+        Command::Alsa(args) => cmd::alsa::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Logits(args) => cmd::bench::run_logits(args),
     }

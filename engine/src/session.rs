@@ -370,9 +370,6 @@ impl Session {
         self.stats.deadlines_relaxed += deadlines.relax_for(&state, &self.cfg.policy) as u64;
         allowed_tokens(&self.engine.trie, &state, &self.cfg.policy, &deadlines, &mut self.allowed);
         if self.allowed.is_empty() {
-            if std::env::var_os("DBG_DECODER").is_some() {
-                eprintln!("FALLBACK text {:?} deadlines {:?} word {:?}", String::from_utf8_lossy(self.ctx.body_text()), deadlines, String::from_utf8_lossy(self.ctx.current_word()));
-            }
             self.stats.fallbacks += 1;
             grammar_only_tokens(&self.engine.trie, &state, &mut self.allowed);
         }
@@ -380,9 +377,6 @@ impl Session {
         self.stats.allowed_total += self.allowed.len() as u64;
         match self.sampler.sample(self.ctx.logits(), &self.allowed) {
             Some(id) => {
-                if std::env::var_os("DBG_DECODER").is_some() {
-                    eprintln!("tok {id} {:?} allowed {} text {:?}", String::from_utf8_lossy(self.engine.table.bytes(id)), self.allowed.len(), String::from_utf8_lossy(self.ctx.body_text()));
-                }
                 self.ctx.push_token(id)?;
             }
             None => {

@@ -21,6 +21,7 @@ use crate::live::decoder_thread::{self, DecoderConfig};
 use crate::live::ports::{InputFilter, InputSpec, NoteSet};
 use crate::live::report::{self, LiveReport, StopReason};
 use crate::live::rt::RtProcess;
+use crate::live::switch::Switcher;
 use crate::live::{FrameClock, InEvent, OutEvent, Shared};
 use crate::session::Session;
 
@@ -91,6 +92,18 @@ pub fn open_client(name: &str) -> Result<Client> {
 
 /// Play live until stopped; returns the report (and whether the stop was a failure).
 pub fn run(session: Session, opts: &JackOptions, signal: Arc<AtomicBool>) -> Result<LiveReport> {
+    run_with_control(session, opts, signal, None, None)
+}
+
+/// [`run`] with the control channel (live::control): `control` switches songs in the decoder
+/// thread, `command_stop` is set by a stop command.
+pub fn run_with_control(
+    session: Session,
+    opts: &JackOptions,
+    signal: Arc<AtomicBool>,
+    control: Option<Switcher>,
+    command_stop: Option<Arc<AtomicBool>>,
+) -> Result<LiveReport> {
     let client = open_client(&opts.client_name)?;
     let rate = client.sample_rate();
     let tpq = session.context().params().ticks_per_quarter;
@@ -152,13 +165,19 @@ pub fn run(session: Session, opts: &JackOptions, signal: Arc<AtomicBool>) -> Res
         let (shared, quit) = (shared.clone(), quit.clone());
         std::thread::Builder::new()
             .name("midicopilot-decoder".into())
-            .spawn(move || decoder_thread::run(session, follower, in_rx, out_tx, shared, cfg, quit))
+            .spawn(move || {
+                decoder_thread::run_with_control(session, follower, in_rx, out_tx, shared, cfg,
+                                                 quit, control)
+            })
             .context("starting the decoder thread")?
     };
 
     let reason = loop {
         if signal.load(Ordering::Acquire) {
             break StopReason::Signal;
+        }
+        if command_stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
+            break StopReason::Command;
         }
         if shared.server_gone.load(Ordering::Acquire) {
             break StopReason::ServerShutdown;

@@ -9,3 +9,4 @@
 
 pub mod file;
 pub mod jack; // the live JACK client (live helper; see crate::live)
+pub mod alsa; // the live ALSA sequencer client through midir (set-list helper)

@@ -274,7 +274,9 @@ fn print_table(report: &Value) {
     let ratios = report.get("transformers_over_engine");
     line("load ms".into(), &e["load_ms"], tf.map(|t| &t["load_ms"]), None);
     if let Some(decode) = e["decode"].as_object() {
-        for (ctx, d) in decode {
+        let mut entries: Vec<(&String, &Value)> = decode.iter().collect();
+        entries.sort_by_key(|(k, _)| k.parse::<usize>().unwrap_or(usize::MAX));
+        for (ctx, d) in entries {
             line(
                 format!("decode ms/token @ {ctx}"),
                 &d["mean_ms"],
@@ -284,7 +286,9 @@ fn print_table(report: &Value) {
         }
     }
     if let Some(prefill) = e["prefill"].as_object() {
-        for (len, p) in prefill {
+        let mut entries: Vec<(&String, &Value)> = prefill.iter().collect();
+        entries.sort_by_key(|(k, _)| k.parse::<usize>().unwrap_or(usize::MAX));
+        for (len, p) in entries {
             line(
                 format!("prefill ms, {len} tokens"),
                 &p["median_ms"],

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, ensure, Context as _, Result};
 use candle_core::Device;
 
-use crate::backend::jack::{run as run_jack, JackOptions};
+use crate::backend::jack::{run_with_control as run_jack, JackOptions};
 use crate::bundle::Bundle;
 use crate::context::ContextConfig;
 use crate::live::clock::TempoSource;
@@ -134,7 +134,7 @@ pub fn run(args: JackArgs) -> Result<()> {
         max_polyphony: args.max_polyphony,
     };
     cfg.max_steps_per_advance = args.steps_per_advance.max(1);
-    let session = Session::new(engine, &header, cfg)?;
+    let session = Session::new(engine.clone(), &header, cfg)?;
 
     let opts = JackOptions {
         client_name: args.client_name.clone(),
@@ -145,7 +145,15 @@ pub fn run(args: JackArgs) -> Result<()> {
         run_seconds: args.run_seconds,
         idle_chunk: 32,
     };
-    let report = run_jack(session, &opts, signal)?;
+    // The control channel (JSON lines on stdin, status on stdout; set-list helper, live::control).
+    let status = crate::live::control::Status::stdout();
+    let command_stop = Arc::new(AtomicBool::new(false));
+    let requests = crate::live::control::spawn_stdin_reader(command_stop.clone(), status.clone());
+    let ready = serde_json::json!({"backend": "jack", "client": args.client_name});
+    let spec = crate::live::switch::SessionSpec::from_jack_args(&args);
+    let switcher =
+        crate::live::switch::Switcher::new(requests, status, spec, engine, args.tempo_source, ready)?;
+    let report = run_jack(session, &opts, signal, Some(switcher), Some(command_stop))?;
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json + "\n")
@@ -161,6 +169,6 @@ pub fn run(args: JackArgs) -> Result<()> {
             "the decoder stopped: {}",
             report.decoder.error.as_deref().unwrap_or("unknown error")
         ),
-        StopReason::Signal | StopReason::RunSeconds => Ok(()),
+        StopReason::Signal | StopReason::RunSeconds | StopReason::Command => Ok(()),
     }
 }

@@ -5,6 +5,7 @@ pub mod decode;
 pub mod encode;
 pub mod render; // added by the decoder-loop helper (cmd/render.rs)
 pub mod jack; // live helper: `midicopilot-engine jack`
+pub mod alsa; // set-list helper: `midicopilot-engine alsa`
 
 use std::io::Write;
 use std::process::ExitCode;

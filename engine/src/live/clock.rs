@@ -192,6 +192,8 @@ pub struct TempoStats {
     pub bpm_max: f64,
     /// MIDI clock messages seen (0xF8).
     pub clocks: u64,
+    /// Clocks inferred lost on the way (a gap of a whole number of intervals).
+    pub clocks_lost: u64,
     /// Start / continue / stop messages seen.
     pub starts: u64,
     pub continues: u64,
@@ -280,10 +282,17 @@ impl Follower {
             let d = frame.saturating_sub(last) as f64;
             match self.clock.interval {
                 None if d > 0.0 => self.clock.interval = Some(d),
-                Some(i) if d > 0.0 && d < 3.0 * i && d > i / 3.0 => {
-                    self.clock.interval = Some(i + CLOCK_SMOOTHING * (d - i));
+                Some(i) if d > 0.0 => {
+                    // A gap of k intervals is k clocks, k-1 of them lost on the way (an xrun):
+                    // they still count for the position. Anything else (a pause of the
+                    // sequencer, a burst) is not a tempo reading.
+                    let k = (d / i).round().max(1.0);
+                    if k <= 4.0 && (d / k - i).abs() < 0.25 * i {
+                        self.clock.interval = Some(i + CLOCK_SMOOTHING * (d / k - i));
+                        self.clock.count += k as u64 - 1;
+                        self.stats.clocks_lost += k as u64 - 1;
+                    }
                 }
-                // a pause (stopped sequencer) or a burst: not a tempo reading
                 _ => {}
             }
         }
@@ -406,6 +415,26 @@ mod tests {
         let beat_phase = ours.rem_euclid(24.0);
         let off_beat = beat_phase.min(24.0 - beat_phase);
         assert!(off_beat < 1.0, "phase {beat_phase} (ticks {ours})");
+    }
+
+    #[test]
+    fn lost_clocks_neither_bend_the_tempo_nor_the_phase() {
+        let map = TempoMap::new(120.0, 24, RATE, 0).unwrap();
+        let mut f = Follower::new(TempoSource::MidiClock, map);
+        let per_clock = 60.0 * f64::from(RATE) / (150.0 * 24.0); // 800 frames
+        f.on_clock_message(0, InKind::Start);
+        let mut last = 0;
+        for i in 0..24 * 16u64 {
+            if i % 50 == 7 {
+                continue; // lost in an xrun
+            }
+            last = (i as f64 * per_clock) as u64;
+            f.on_clock_message(last, InKind::Clock);
+        }
+        assert!((f.bpm() - 150.0).abs() < 0.3, "bpm {}", f.bpm());
+        assert_eq!(f.stats().clocks_lost, 8);
+        let phase = f.ticks_at(last).rem_euclid(24.0);
+        assert!(phase.min(24.0 - phase) < 1.0, "phase {phase}");
     }
 
     #[test]

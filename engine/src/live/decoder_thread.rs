@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use super::clock::{Follower, TempoStats};
 use super::ports::NoteSet;
+use super::switch::{ControlStats, LoopState, Switcher};
 use super::{InEvent, InKind, OutEvent, Shared};
 use crate::events::{bin_of_velocity, velocity_of_bin, EventKind, NoteEvent};
 use crate::session::{Session, SessionStats};
@@ -112,23 +113,51 @@ pub struct DecoderStats {
     pub error: Option<String>,
     pub tempo: TempoStats,
     pub session: SessionStats,
+    /// Switches from the control channel (live::switch), when it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlStats>,
 }
 
 /// Run until `quit` is set (or the session fails). Returns what it did.
 pub fn run(
+    session: Session,
+    tempo: Follower,
+    input: rtrb::Consumer<InEvent>,
+    output: rtrb::Producer<OutEvent>,
+    shared: Arc<Shared>,
+    cfg: DecoderConfig,
+    quit: Arc<AtomicBool>,
+) -> DecoderStats {
+    run_with_control(session, tempo, input, output, shared, cfg, quit, None)
+}
+
+/// [`run`], with songs switched between iterations by the control channel's [`Switcher`].
+#[allow(clippy::too_many_arguments)]
+pub fn run_with_control(
     mut session: Session,
     mut tempo: Follower,
     mut input: rtrb::Consumer<InEvent>,
     mut output: rtrb::Producer<OutEvent>,
     shared: Arc<Shared>,
-    cfg: DecoderConfig,
+    mut cfg: DecoderConfig,
     quit: Arc<AtomicBool>,
+    mut control: Option<Switcher>,
 ) -> DecoderStats {
     let mut stats = DecoderStats::default();
     let rate = f64::from(tempo.map().rate());
     let mut state = Loop { pending: VecDeque::new(), last_frame: 0, gate: HumanGate::default() };
     let result = (|| -> Result<()> {
         while !quit.load(Ordering::Acquire) {
+            if let Some(switcher) = control.as_mut() {
+                switcher.poll(LoopState {
+                    session: &mut session,
+                    tempo: &mut tempo,
+                    horizon_frames: &mut cfg.horizon_frames,
+                    pending_out: &mut state.pending,
+                    last_frame: &mut state.last_frame,
+                    now: shared.now_frame(),
+                });
+            }
             let t0 = Instant::now();
             let worked = state.iteration(&mut session, &mut tempo, &mut input, &mut output,
                                          &shared, &cfg, &mut stats, rate)?;
@@ -149,6 +178,7 @@ pub fn run(
     // closes its bookkeeping (its events are never sent).
     let _ = session.stop(0);
     stats.session = session.stats();
+    stats.control = control.map(|c| c.stats());
     stats
 }
 

@@ -16,11 +16,13 @@
 
 pub mod alloc_guard;
 pub mod clock;
+pub mod control; // the control channel on stdin/stdout (set-list helper)
 pub mod decoder_thread;
 pub mod ports;
 pub mod report;
 pub mod rt;
 pub mod stats;
+pub mod switch; // switching songs mid-set (set-list helper)
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 

@@ -21,6 +21,8 @@ pub enum StopReason {
     ServerShutdown,
     /// The decoder thread failed (the error is in `decoder.error`).
     DecoderError,
+    /// A `{"cmd":"stop"}` line on the control channel (live::control).
+    Command,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -168,13 +170,15 @@ impl LiveReport {
     /// One line for stderr.
     pub fn summary(&self) -> String {
         format!(
-            "{} events in, {} out, {} late, {} dropped (input ring {}, clock {}, output buffer {}, \
+            "{} events in, {} out, {} late ({} written late, max {:.1} ms), {} dropped (input ring {}, clock {}, output buffer {}, \
              output ring {}), {} filtered, {} tokens, {} prefix cuts, {} flushes, callback p99 \
              {:.1} µs max {:.1} µs over {} cycles, {} allocations in the callback, {} xruns; \
              stopped by {}",
             self.events_in,
             self.events_out,
             self.late,
+            self.written_late,
+            self.late_max_ms,
             self.dropped.total,
             self.dropped.input_ring_full,
             self.dropped.clock_ring_full,
@@ -194,6 +198,7 @@ impl LiveReport {
                 StopReason::RunSeconds => "--run-seconds",
                 StopReason::ServerShutdown => "the JACK server shutting down",
                 StopReason::DecoderError => "a decoder error",
+                StopReason::Command => "a stop command",
             }
         )
     }
