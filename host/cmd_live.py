@@ -156,45 +156,39 @@ def roll(midi_in: Path, output: Path, title: str | None) -> None:
     _draw(midi_in, output, title or midi_in.name)
 
 
-# -- `play` (live helper; logic in host/live.py) ------------------------------------------------
+# -- `play` (live helper; logic in host/live.py; set lists: host/setlist.py) --------------------
 @click.command()
-@click.argument("preset")
+@click.argument("presets", nargs=-1, metavar="[PRESET]...")
+@click.option("--set-list", "set_list", metavar="FILE.toml",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Play the songs of a set list file (docs/LIVE.md) instead of PRESET...")
 @server_option
+@click.option("--backend", type=click.Choice(["jack", "alsa"]), default=None,
+              help="Override the presets' backend (alsa: the engine opens ALSA ports itself).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the engine's report (events, late, dropped, callback times) as JSON.")
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop by itself after this many seconds.")
 @click.option("--no-patch", is_flag=True, help="Do not make the preset's connections.")
-def play(preset: str, server: str | None, report: Path | None, seconds: float | None,
-         no_patch: bool) -> None:
-    """Play live on JACK with a preset: start the engine, make the preset's connections,
-    supervise it. Ctrl-C stops it cleanly (note-offs, then its report line)."""
-    from midicopilot.host import engine, live, presets
+@click.option("--socket", "socket_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Where `midicopilot switch` reaches this set (default: "
+              "<user runtime dir>/midicopilot/play.sock).")
+@click.option("--no-keys", is_flag=True, help="Do not read song keys from the terminal.")
+def play(presets: tuple[str, ...], set_list: Path | None, server: str | None,
+         backend: str | None, report: Path | None, seconds: float | None, no_patch: bool,
+         socket_path: Path | None, no_keys: bool) -> None:
+    """Play live with one preset, several (a set: `play song1 song2 song3`), or a set list:
+    start the engine, make the first song's connections, supervise it. Ctrl-C stops it cleanly
+    (note-offs, then its report line).
 
-    p = load(preset)
-    problems = [line for line in presets.check_preset(p) if ": bundle:" in line]
-    if problems:
-        raise PresetProblem(problems[0])
-    run = live.LiveRun(p, server=server, report=report, run_seconds=seconds)
-    try:
-        run.start()
-        run.wait_ready()
-        if not no_patch:
-            for line in run.patch().lines():
-                click.echo(line, err=line.startswith(("warning", "error")))
-        click.echo(f"{p.name}: playing on JACK as '{live.jackpatch.ENGINE_CLIENT}' "
-                   "(Ctrl-C stops)", err=True)
-        code = run.supervise()
-    except (live.LiveError, engine.EngineNotFound, live.jackpatch.JackUnavailable) as e:
-        if run.proc is not None and run.proc.poll() is None:
-            run.stop()
-        raise click.ClickException(str(e)) from None
-    except KeyboardInterrupt:  # before supervise() took over
-        code = run.stop() if run.proc is not None else 130
-    if report and report.exists():
-        click.echo(f"report: {report}", err=True)
-    if code != 0:
-        sys.exit(code)
+    Switch songs during the set with the number keys (n/p: next/previous) when the terminal is
+    a TTY, a MIDI program change on midicopilot-host:control, or `midicopilot switch NAME` from
+    another shell. A switch that fails is one line; the set goes on with the song playing.
+    """
+    from midicopilot.host.cmd_setlist import play_set
+
+    play_set(presets, set_list, server=server, backend=backend, report=report, seconds=seconds,
+             no_patch=no_patch, socket_path=socket_path, keys=not no_keys)
 
 
 def register(main: click.Group) -> None:

@@ -89,6 +89,12 @@ class Output:
 
 
 @dataclass(frozen=True)
+class Control:
+    """MIDI sources whose program changes switch songs during a set (host/setlist.py)."""
+    connect: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     path: Path
@@ -100,6 +106,7 @@ class Preset:
     context: Context = field(default_factory=Context)
     inputs: tuple[Input, ...] = ()
     output: Output = field(default_factory=Output)
+    control: Control = field(default_factory=Control)
 
     @property
     def input_ports(self) -> list[str]:
@@ -203,6 +210,7 @@ _TABLES: dict[str, dict[str, Callable[[Any], Any]]] = {
                 "release_horizon_ms": _number(0.0, 1000.0), "max_note_ticks": _integer(1, 9600),
                 "max_polyphony": _integer(1, 128)},
     "output": {"connect": _regex_list},
+    "control": {"connect": _regex_list},
 }
 _INPUT_KEYS: dict[str, Callable[[Any], Any]] = {
     "name": _input_name, "channel": _channel, "connect": _regex_list}
@@ -299,6 +307,7 @@ def parse_preset(data: Mapping[str, Any], path: Path, display: str | None = None
         context=Context(**tables.get("context", {})),
         inputs=tuple(inputs),
         output=Output(**tables.get("output", {})),
+        control=Control(**tables.get("control", {})),
     )
 
 

@@ -281,8 +281,9 @@ def consistency_problems(setlist: SetList) -> list[str]:
     for s in setlist.songs:
         p = s.preset
         if p.backend != first.preset.backend:
-            problems.append(f"{p.path}: backend: '{p.backend}' differs from '{first.preset.backend}'"
-                            f" ({first.name}): one engine plays the whole set")
+            problems.append(f"{p.path}: backend: '{p.backend}' differs from "
+                            f"'{first.preset.backend}' ({first.name}): one engine plays the "
+                            "whole set")
         if p.tempo.source != first.preset.tempo.source:
             problems.append(f"{p.path}: tempo.source: '{p.tempo.source}' differs from "
                             f"'{first.preset.tempo.source}' ({first.name}): one engine plays the "
@@ -480,7 +481,10 @@ class SetPlayer:
         """Start, patch, listen for switches, supervise until the engine ends (Ctrl-C stops)."""
         run = self.run
         try:
-            self._open_socket()
+            try:
+                self._open_socket()
+            except SetListError as e:  # the set plays on; only `midicopilot switch` is lost
+                self.echo(f"warning: {e}")
             run.start()
             run.wait_ready()
             if self.backend == "jack" and self.do_patch:
@@ -651,8 +655,7 @@ class SetPlayer:
     # -- JACK: connections and the control input ---------------------------------------------
     def _patch(self, preset: Preset) -> None:
         with jackpatch.open_client(server=self.server) as client:
-            report = jackpatch.patch(client, dataclasses.replace(preset,
-                                                                 inputs=preset.inputs))
+            report = jackpatch.patch(client, preset)
             self.run.refresh_targets(client)
         for line in report.lines():
             if line.startswith("already connected"):
@@ -787,8 +790,8 @@ class SetPlayer:
                 with contextlib.suppress(OSError):
                     path.unlink()  # stale: its `play` is gone
             else:
-                raise SetListError(f"another `midicopilot play` is running (socket {path}): "
-                                   "stop it, or give this one --socket")
+                raise SetListError(f"another `midicopilot play` listens on {path}: `midicopilot "
+                                   "switch` reaches that one (give this one --socket)")
             finally:
                 probe.close()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

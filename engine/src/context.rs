@@ -106,6 +106,8 @@ pub struct ContextStats {
     /// Seconds spent appending model tokens: their forward pass, plus the flush prefill done
     /// with them.
     pub generate_seconds: f64,
+    /// The longest time one model token took to append (a flush stall shows here).
+    pub max_token_seconds: f64,
     /// Seconds spent in all forward passes (prefill, re-feed, flush, generation).
     pub forward_seconds: f64,
 }
@@ -413,7 +415,9 @@ impl Context {
         self.stats.tokens_generated += 1;
         let t0 = Instant::now();
         self.sync()?;
-        self.stats.generate_seconds += t0.elapsed().as_secs_f64();
+        let took = t0.elapsed().as_secs_f64();
+        self.stats.generate_seconds += took;
+        self.stats.max_token_seconds = self.stats.max_token_seconds.max(took);
         Ok(done)
     }
 

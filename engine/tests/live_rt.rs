@@ -20,6 +20,9 @@ use midicopilot_engine::live::ports::{InputFilter, InputMode, NoteSet};
 use midicopilot_engine::live::rt::RtProcess;
 use midicopilot_engine::live::{FrameClock, InEvent, InKind, OutEvent, Shared};
 
+/// Timed raw MIDI messages (absolute frame, bytes), shared with a probe's callback.
+type Timed = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
+
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
@@ -92,7 +95,7 @@ fn callback_is_sample_accurate_channel_0_and_allocation_free() {
     let engine = client.activate_async((), process).unwrap();
 
     // Probe 1 plays a fixed schedule (absolute frames, set once the clock is known).
-    let schedule: Arc<Mutex<Vec<(u64, Vec<u8>)>>> = Arc::default();
+    let schedule: Timed = Arc::default();
     let (src, _) = Client::new("probe-src", ClientOptions::NO_START_SERVER).unwrap();
     let mut src_out = src.register_port("out", MidiOut::default()).unwrap();
     let src_sched = schedule.clone();
@@ -117,7 +120,7 @@ fn callback_is_sample_accurate_channel_0_and_allocation_free() {
         )
         .unwrap();
     // Probe 2 records what the engine writes, with absolute frames.
-    let heard: Arc<Mutex<Vec<(u64, Vec<u8>)>>> = Arc::default();
+    let heard: Timed = Arc::default();
     let (sink, _) = Client::new("probe-sink", ClientOptions::NO_START_SERVER).unwrap();
     let sink_in = sink.register_port("in", MidiIn::default()).unwrap();
     let sink_heard = heard.clone();

@@ -72,6 +72,8 @@ pub struct RenderReport {
     pub tokens_generated: u64,
     /// Average time to append one generated token (forward pass and flush work done with it).
     pub ms_per_token: f64,
+    /// The longest time one token took (a flush that stalled would show here).
+    pub max_ms_per_token: f64,
     /// Average time to compute one sampling mask.
     pub mask_ms_per_token: f64,
     /// Wall-clock duration of the render.
@@ -174,6 +176,7 @@ pub fn render(
         prefix_cuts: stats.context.prefix_cuts,
         tokens_generated: stats.context.tokens_generated,
         ms_per_token: stats.context.generate_seconds * 1000.0 / tokens,
+        max_ms_per_token: stats.context.max_token_seconds * 1000.0,
         mask_ms_per_token: stats.mask_seconds * 1000.0 / tokens,
         seconds,
         session: stats,

@@ -237,7 +237,7 @@ mod tests {
             (&["--bundle", "/b", "--input", "MPC("], "bad regular expression"),
             (&["--bundle", "/b", "--input-channel", "0=x"], "not a channel 1–15"),
             (&["--bundle", "/b", "--bpm", "0"], "bpm 0"),
-            (&["--bundle", "/b", "--run-seconds", "-1"], "--run-seconds -1"),
+            (&["--bundle", "/b", "--run-seconds=-1"], "--run-seconds -1"),
         ];
         for (argv, want) in cases {
             let e = format!("{:#}", parse(argv).unwrap().options().unwrap_err());

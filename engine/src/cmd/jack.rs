@@ -12,12 +12,10 @@ use candle_core::Device;
 
 use crate::backend::jack::{run_with_control as run_jack, JackOptions};
 use crate::bundle::Bundle;
-use crate::context::ContextConfig;
 use crate::live::clock::TempoSource;
 use crate::live::ports::parse_inputs;
 use crate::model::Olmo2;
-use crate::sampler::{Policy, SamplingParams};
-use crate::session::{Engine, Session, SessionConfig};
+use crate::session::{Engine, Session};
 
 #[derive(Debug, clap::Args)]
 pub struct JackArgs {
@@ -122,18 +120,9 @@ pub fn run(args: JackArgs) -> Result<()> {
     let engine = Engine::new(&bundle, Arc::new(model))?;
     let params = engine.params;
     let header = engine.header(args.genre.as_deref(), args.part.as_deref())?;
-    let mut cfg = SessionConfig::defaults(&params);
-    cfg.seed = args.seed;
-    cfg.sampling = SamplingParams { temperature: args.temperature, top_p: args.top_p };
-    cfg.context = ContextConfig::for_limit(args.context);
-    cfg.lookahead_ticks = args.lookahead_ticks.unwrap_or(cfg.lookahead_ticks);
-    // The live backend releases by its own horizon in frames (see live::decoder_thread).
-    cfg.release_ticks = 0;
-    cfg.policy = Policy {
-        max_note_ticks: args.max_note_ticks.unwrap_or(cfg.policy.max_note_ticks),
-        max_polyphony: args.max_polyphony,
-    };
-    cfg.max_steps_per_advance = args.steps_per_advance.max(1);
+    // The session's settings from the flags, as a song switch makes them (live::switch).
+    let spec = crate::live::switch::SessionSpec::from_jack_args(&args);
+    let cfg = spec.session_config(&params);
     let session = Session::new(engine.clone(), &header, cfg)?;
 
     let opts = JackOptions {
@@ -150,7 +139,6 @@ pub fn run(args: JackArgs) -> Result<()> {
     let command_stop = Arc::new(AtomicBool::new(false));
     let requests = crate::live::control::spawn_stdin_reader(command_stop.clone(), status.clone());
     let ready = serde_json::json!({"backend": "jack", "client": args.client_name});
-    let spec = crate::live::switch::SessionSpec::from_jack_args(&args);
     let switcher =
         crate::live::switch::Switcher::new(requests, status, spec, engine, args.tempo_source, ready)?;
     let report = run_jack(session, &opts, signal, Some(switcher), Some(command_stop))?;

@@ -95,6 +95,11 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, String> {
         }
     }
     let kind = map.get("cmd").and_then(Value::as_str).unwrap_or("?").to_string();
+    if kind == "stop" {
+        if let Some(extra) = map.keys().find(|k| *k != "cmd") {
+            return Err(format!("bad stop command: unknown field `{extra}` (stop takes none)"));
+        }
+    }
     // serde says "unknown field `x`, expected one of ..." / "invalid type: ...": keep it.
     let cmd: Command =
         serde_json::from_value(value).map_err(|e| format!("bad {kind} command: {e}"))?;

@@ -262,9 +262,8 @@ impl Loop {
             }
             self.pending.pop_front();
         }
-        if !ahead_before {
-            worked = true;
-        } else if session.idle(cfg.idle_chunk)? {
+        // Generating was work; when ahead, the flush is (if there is one to build).
+        if !ahead_before || session.idle(cfg.idle_chunk)? {
             worked = true;
         }
         Ok(worked)

@@ -181,9 +181,29 @@ struct Linear {
     bias: Option<Tensor>,
 }
 
+fn split_mode() -> usize {
+    static MODE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| std::env::var("MC_SPLIT").ok().and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
 impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight.t()?)?;
+        let parts = split_mode();
+        let y = if parts > 1 && x.dim(0)? == 1 {
+            use rayon::prelude::*;
+            let rows = self.weight.dim(0)?;
+            let chunk = rows.div_ceil(parts).div_ceil(16) * 16;
+            let outs: Vec<Tensor> = (0..rows.div_ceil(chunk))
+                .into_par_iter()
+                .map(|i| {
+                    let len = chunk.min(rows - i * chunk);
+                    x.matmul(&self.weight.narrow(0, i * chunk, len)?.t()?)
+                })
+                .collect::<candle_core::Result<_>>()?;
+            Tensor::cat(&outs, 1)?
+        } else {
+            x.matmul(&self.weight.t()?)?
+        };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
