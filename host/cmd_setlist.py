@@ -33,6 +33,8 @@ def play_set(presets: tuple[str, ...], set_list: Path | None, *, server: str | N
         for line in problems[:-1]:
             click.echo(f"Error: {line}", err=True)
         raise SetProblem(problems[-1])
+    if s.songs[0].preset.backend == "alsa" and (why := setlist.alsa_problem()):
+        raise click.ClickException(why)
     try:
         exe = engine.find_engine()
     except engine.EngineNotFound as e:

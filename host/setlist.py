@@ -144,12 +144,12 @@ def _load_song_preset(spec: str, base: Path | None, where: str) -> Preset:
         raise SetListError(f"{where}: {e}") from None
 
 
-def _check_unique(songs: list[Song], where: Callable[[int], str]) -> None:
+def _check_unique(songs: list[Song], prefix: str, label: Callable[[int], str]) -> None:
     seen: dict[str, int] = {}
     for i, s in enumerate(songs):
         if s.name in seen:
-            raise SetListError(f"{where(i)}: the song name '{s.name}' is used twice (also "
-                               f"{where(seen[s.name])}); give one of them a `name`")
+            raise SetListError(f"{prefix}{label(i)}: the song name '{s.name}' is used twice "
+                               f"(also {label(seen[s.name])}); give one of them a `name`")
         seen[s.name] = i
 
 
@@ -210,7 +210,7 @@ def load_set_list(path: str | Path) -> SetList:
                 raise SetListError(f"{where}.key: '{key}' is taken (n: next song, p: previous)")
         preset = _load_song_preset(spec, p.parent, f"{where}.preset")
         songs.append(Song(name or preset.name, spec, preset, program, key))
-    _check_unique(songs, lambda i: f"{display}: song[{i}]")
+    _check_unique(songs, f"{display}: ", lambda i: f"song[{i}]")
     for attr, what in (("program", "program"), ("key", "key")):
         seen: dict[object, int] = {}
         for i, s in enumerate(songs):
@@ -249,7 +249,7 @@ def set_from_presets(specs: Sequence[str]) -> SetList:
         except PresetError as e:
             raise SetListError(str(e)) from None
         songs.append(Song(preset.name, spec, preset))
-    _check_unique(songs, lambda i: f"play: preset {i + 1} ({specs[i]})")
+    _check_unique(songs, "play: ", lambda i: f"preset {i + 1} ({specs[i]})")
     return SetList(tuple(songs))
 
 
@@ -320,6 +320,17 @@ def reload_song(song: Song, backend: str | None = None) -> Preset:
 
 
 # -- the engine ---------------------------------------------------------------------------------
+SEQ_DEVICE = Path("/dev/snd/seq")
+
+
+def alsa_problem(device: Path = SEQ_DEVICE) -> str | None:
+    """Why the alsa backend cannot run here (one line), or None. The engine says the same."""
+    if not device.exists():
+        return (f"no ALSA sequencer ({device} is missing): load it with `modprobe snd-seq` (a "
+                "virtual MIDI port: `modprobe snd-virmidi`), or use the jack backend")
+    return None
+
+
 def switch_command(name: str, preset: Preset) -> dict[str, Any]:
     """The engine's `switch` command for a preset (docs/LIVE.md "Control channel")."""
     s, c = preset.sampling, preset.context
@@ -683,7 +694,8 @@ class SetPlayer:
 
         @client.set_process_callback
         def _process(_frames: int) -> None:
-            for _offset, data in port.incoming_midi_events():
+            for _offset, buf in port.incoming_midi_events():
+                data = bytes(buf)  # a cffi buffer: indexing it gives bytes, not ints
                 if len(data) >= 2 and data[0] & 0xF0 == 0xC0:
                     programs.put(data[1])
 

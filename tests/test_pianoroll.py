@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from matplotlib import colors, image
 
-from midicopilot.host import engine as engine_mod
 from midicopilot.host.pianoroll import (
     MODEL_COLOR,
     PianoRollError,
@@ -116,22 +115,10 @@ def test_roll_command_writes_png(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _engine_with_render() -> Path | None:
-    try:
-        exe = engine_mod.find_engine()
-    except engine_mod.EngineNotFound:
-        return None
-    out = subprocess.run([str(exe), "render", "--help"], capture_output=True, text=True,
-                         timeout=30)
-    return exe if out.returncode == 0 and "--bundle" in out.stdout else None
-
-
-def test_render_through_engine_draws_model_notes(tmp_path: Path) -> None:
+def test_render_through_engine_draws_model_notes(tmp_path: Path, engine_bin: Path) -> None:
     """`midicopilot render` with a real engine and a real (random-weights) bundle: the output has
     the human parts and the model's channel 0, and the roll shows both."""
-    exe = _engine_with_render()
-    if exe is None:
-        pytest.skip("midicopilot-engine with a `render` subcommand is not built yet")
+    exe = engine_bin
     sys.path.insert(0, str(ROOT / "tests"))
     from engine_fixtures import make_random_bundle
 

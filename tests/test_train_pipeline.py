@@ -353,3 +353,21 @@ def test_pretrained_base_from_a_local_folder(data: dict[str, Path], tmp_path: Pa
     assert frozen.get_input_embeddings().weight.shape[0] == tokenizer.get_vocab_size()
     assert not torch.equal(model.get_input_embeddings().weight,
                            frozen.get_input_embeddings().weight)
+
+
+def test_bfloat16_base_trains_under_autocast_and_exports(data: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    """The GPU recipe's dtype path (bf16 frozen base, float32 trained weights, autocast), on CPU."""
+    cfg = config_mod.resolve("tiny", "align", _sets("model.dtype='bfloat16'", "train.max_steps=4",
+                                                    "export.dtype='bfloat16'"))
+    result = trainer.train(cfg, tmp_path / "run", data["align"], data["tok"], progress=False,
+                           log=lambda m: None)
+    losses = _losses(result.run)
+    assert len(losses) == 4 and all(np.isfinite(losses)) and np.isfinite(result.eval_loss)
+    from safetensors.torch import load_file
+
+    state = load_file(str(trainer.find_checkpoint(result.run) / "trainable.safetensors"))
+    assert {v.dtype for v in state.values()} == {torch.float32}
+    bundle = export_mod.export_bundle(result.run, tmp_path / "bundle")
+    weights = load_file(str(bundle / "model.safetensors"))
+    assert {v.dtype for v in weights.values()} == {torch.bfloat16}

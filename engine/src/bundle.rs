@@ -42,9 +42,17 @@ pub enum BundleError {
     #[error("model bundle {dir} has no {file}: {REEXPORT}")]
     MissingFile { dir: PathBuf, file: &'static str },
     #[error("model bundle {dir}: cannot read {file}: {reason}: {REEXPORT}")]
-    Unreadable { dir: PathBuf, file: &'static str, reason: String },
+    Unreadable {
+        dir: PathBuf,
+        file: &'static str,
+        reason: String,
+    },
     #[error("model bundle {dir}: {file} {problem}: {REEXPORT}")]
-    Invalid { dir: PathBuf, file: &'static str, problem: String },
+    Invalid {
+        dir: PathBuf,
+        file: &'static str,
+        problem: String,
+    },
     #[error(
         "model bundle {dir} is bundle_version {found}, this engine reads bundle_version \
          {BUNDLE_VERSION}: {REEXPORT} (or use an engine built for that version)"
@@ -67,7 +75,7 @@ pub enum BundleError {
         embed: usize,
         lm_head: String,
         meta: usize,
-        },
+    },
     #[error("model bundle {dir}: tokenizer.json lacks the token(s) {missing} that midicopilot.json names: {REEXPORT}")]
     MissingTokens { dir: PathBuf, missing: String },
 }
@@ -150,8 +158,13 @@ impl Bundle {
         let meta_value: serde_json::Value = serde_json::from_str(&meta_text)
             .map_err(|e| invalid(&dir, META_FILE, format!("is not JSON ({e})")))?;
         check_versions(&dir, &meta_value)?;
-        let meta: BundleMeta = serde_json::from_value(meta_value)
-            .map_err(|e| invalid(&dir, META_FILE, format!("is not a bundle metadata file ({e})")))?;
+        let meta: BundleMeta = serde_json::from_value(meta_value).map_err(|e| {
+            invalid(
+                &dir,
+                META_FILE,
+                format!("is not a bundle metadata file ({e})"),
+            )
+        })?;
         check_params(&dir, &meta.params)?;
 
         let config_text = read_text(&dir, CONFIG_FILE)?;
@@ -159,23 +172,34 @@ impl Bundle {
             .map_err(|e| invalid(&dir, CONFIG_FILE, format!("{e:#}")))?;
 
         let tokenizer = Tokenizer::from_file(dir.join(TOKENIZER_FILE)).map_err(|e| {
-            invalid(&dir, TOKENIZER_FILE, format!("is not a Hugging Face tokenizer ({e})"))
+            invalid(
+                &dir,
+                TOKENIZER_FILE,
+                format!("is not a Hugging Face tokenizer ({e})"),
+            )
         })?;
 
         let weights = dir.join(WEIGHTS_FILE);
         let (embed_rows, lm_head_rows) = vocab_rows(&dir, &weights, config.tie_word_embeddings)?;
 
         let tok_vocab = tokenizer.get_vocab_size(true);
-        let all_equal = [tok_vocab, embed_rows, meta.vocab_size, lm_head_rows.unwrap_or(embed_rows)]
-            .iter()
-            .all(|&n| n == config.vocab_size);
+        let all_equal = [
+            tok_vocab,
+            embed_rows,
+            meta.vocab_size,
+            lm_head_rows.unwrap_or(embed_rows),
+        ]
+        .iter()
+        .all(|&n| n == config.vocab_size);
         if !all_equal {
             return Err(BundleError::VocabMismatch {
                 dir,
                 config: config.vocab_size,
                 tokenizer: tok_vocab,
                 embed: embed_rows,
-                lm_head: lm_head_rows.map(|n| format!(", lm_head {n} rows")).unwrap_or_default(),
+                lm_head: lm_head_rows
+                    .map(|n| format!(", lm_head {n} rows"))
+                    .unwrap_or_default(),
                 meta: meta.vocab_size,
             });
         }
@@ -192,16 +216,32 @@ impl Bundle {
         let eos_id = id_of(&meta.eos_token);
         let meta_token_ids: Vec<u32> = meta.meta_tokens.iter().map(|t| id_of(t)).collect();
         if !missing.is_empty() {
-            return Err(BundleError::MissingTokens { dir, missing: missing.join(", ") });
+            return Err(BundleError::MissingTokens {
+                dir,
+                missing: missing.join(", "),
+            });
         }
         check_config_ids(&dir, &config, pad_id, eos_id)?;
 
-        Ok(Bundle { dir, config, meta, tokenizer, weights, pad_id, eos_id, meta_token_ids })
+        Ok(Bundle {
+            dir,
+            config,
+            meta,
+            tokenizer,
+            weights,
+            pad_id,
+            eos_id,
+            meta_token_ids,
+        })
     }
 }
 
 fn invalid(dir: &Path, file: &'static str, problem: String) -> BundleError {
-    BundleError::Invalid { dir: dir.to_path_buf(), file, problem }
+    BundleError::Invalid {
+        dir: dir.to_path_buf(),
+        file,
+        problem,
+    }
 }
 
 fn read_text(dir: &Path, file: &'static str) -> Result<String, BundleError> {
@@ -230,14 +270,21 @@ fn check_versions(dir: &Path, meta: &serde_json::Value) -> Result<(), BundleErro
             })
         }
         None => {
-            return Err(invalid(dir, META_FILE, "has no integer bundle_version".to_string()))
+            return Err(invalid(
+                dir,
+                META_FILE,
+                "has no integer bundle_version".to_string(),
+            ))
         }
     }
     match meta.get("event_language") {
         Some(serde_json::Value::String(s)) if s == EVENT_LANGUAGE => Ok(()),
         Some(other) => Err(BundleError::EventLanguage {
             dir: dir.to_path_buf(),
-            found: other.as_str().map(str::to_string).unwrap_or_else(|| other.to_string()),
+            found: other
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| other.to_string()),
         }),
         None => Err(invalid(dir, META_FILE, "has no event_language".to_string())),
     }
@@ -245,11 +292,16 @@ fn check_versions(dir: &Path, meta: &serde_json::Value) -> Result<(), BundleErro
 
 fn check_params(dir: &Path, p: &EventParams) -> Result<(), BundleError> {
     let tpq = p.ticks_per_quarter;
-    let problem = if tpq < 2 || tpq % 2 != 0 {
-        Some(format!("has ticks_per_quarter {tpq}; v1 needs an even number ≥ 2"))
+    let problem = if tpq < 2 || !tpq.is_multiple_of(2) {
+        Some(format!(
+            "has ticks_per_quarter {tpq}; v1 needs an even number ≥ 2"
+        ))
     } else if !(1..=26).contains(&p.velocity_bins) {
-        Some(format!("has velocity_bins {}; v1 needs 1 to 26", p.velocity_bins))
-    } else if p.grid() == 0 || p.max_grid() < p.grid() || p.max_grid() % p.grid() != 0 {
+        Some(format!(
+            "has velocity_bins {}; v1 needs 1 to 26",
+            p.velocity_bins
+        ))
+    } else if p.grid() == 0 || p.max_grid() < p.grid() || !p.max_grid().is_multiple_of(p.grid()) {
         Some(format!(
             "has grid {} and max_grid {}; v1 needs max_grid a multiple of grid",
             p.grid(),
@@ -283,19 +335,32 @@ fn vocab_rows(
         file: WEIGHTS_FILE,
         reason: e.to_string(),
     })?;
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(&mmap[..])
-        .map_err(|e| invalid(dir, WEIGHTS_FILE, format!("is not a safetensors file ({e})")))?;
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&mmap[..]).map_err(|e| {
+        invalid(
+            dir,
+            WEIGHTS_FILE,
+            format!("is not a safetensors file ({e})"),
+        )
+    })?;
     let rows = |name: &str| -> Result<Option<usize>, BundleError> {
         match metadata.info(name) {
             None => Ok(None),
             Some(info) => match info.shape.as_slice() {
                 [rows, _] => Ok(Some(*rows)),
-                shape => Err(invalid(dir, WEIGHTS_FILE, format!("has {name} of shape {shape:?}"))),
+                shape => Err(invalid(
+                    dir,
+                    WEIGHTS_FILE,
+                    format!("has {name} of shape {shape:?}"),
+                )),
             },
         }
     };
     let embed = rows("model.embed_tokens.weight")?.ok_or_else(|| {
-        invalid(dir, WEIGHTS_FILE, "has no model.embed_tokens.weight".to_string())
+        invalid(
+            dir,
+            WEIGHTS_FILE,
+            "has no model.embed_tokens.weight".to_string(),
+        )
     })?;
     let lm_head = if tied {
         None

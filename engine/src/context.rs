@@ -669,10 +669,10 @@ impl Context {
     /// Prefill up to `max_tokens` of a pending flush (starting one if the context is past
     /// `flush_start`); swap when it has caught up. Returns whether any work was done.
     pub fn flush_work(&mut self, max_tokens: usize) -> Result<bool> {
-        if self.flush.is_none() {
-            if self.len() < self.cfg.flush_start || !self.start_flush(false)? {
-                return Ok(false);
-            }
+        if self.flush.is_none()
+            && (self.len() < self.cfg.flush_start || !self.start_flush(false)?)
+        {
+            return Ok(false);
         }
         let Some(remaining) = self.flush_remaining() else { return Ok(false) };
         if remaining <= max_tokens {

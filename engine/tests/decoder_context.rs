@@ -162,7 +162,7 @@ fn flushes_keep_the_header_cut_at_a_word_and_match_a_fresh_prefill() {
             assert!(ctx.stats().tokens_generated > tokens_at_last_flush, "generation goes on");
             tokens_at_last_flush = ctx.stats().tokens_generated;
             swaps_checked += 1;
-        } else if step % 25 == 0 {
+        } else if step.is_multiple_of(25) {
             assert_body_consistent(ctx);
             assert_matches_fresh_prefill(ctx, engine, "between flushes");
         }

@@ -81,7 +81,10 @@ fn ids(n: usize, seed: u64) -> Vec<u32> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn fresh(model: &Olmo2, tokens: &[u32]) -> Vec<Vec<f32>> {
@@ -145,7 +148,10 @@ fn truncate_and_clear_move_only_the_length() {
     assert_eq!(bytes, 2 * 2 * 2 * 64 * 16 * 4);
     assert!(cache.is_empty());
     model.forward(&mut cache, &ids(10, 4)).expect("forward");
-    assert_eq!((cache.len(), cache.capacity(), cache.remaining()), (10, 64, 54));
+    assert_eq!(
+        (cache.len(), cache.capacity(), cache.remaining()),
+        (10, 64, 54)
+    );
     cache.truncate(20); // longer than held: no change
     assert_eq!(cache.len(), 10);
     cache.truncate(3);
@@ -172,7 +178,9 @@ fn misuse_is_an_error_not_a_panic() {
     let err = model.new_cache(641).unwrap_err();
     assert!(err.to_string().contains("640 positions"), "{err}");
     assert!(model.new_cache(0).is_err());
-    model.forward(&mut cache, &ids(8, 7)).expect("exactly full is fine");
+    model
+        .forward(&mut cache, &ids(8, 7))
+        .expect("exactly full is fine");
     assert!(model.forward(&mut cache, &[1]).is_err());
     assert_eq!(model.max_position(), 640);
 }
@@ -183,7 +191,9 @@ fn one_model_serves_caches_on_several_threads() {
     assert_send_sync::<Olmo2>();
     assert_send_sync::<KvCache>();
     let model = model();
-    let want: Vec<Vec<f32>> = (0..3u64).map(|s| fresh(&model, &ids(40, 10 + s)).remove(39)).collect();
+    let want: Vec<Vec<f32>> = (0..3u64)
+        .map(|s| fresh(&model, &ids(40, 10 + s)).remove(39))
+        .collect();
     let handles: Vec<_> = (0..3u64)
         .map(|s| {
             let model = model.clone();
@@ -215,7 +225,12 @@ fn bundle_refusals_say_what_to_do() {
     let copy = |name: &str| {
         let dir = scratch.join(name);
         std::fs::create_dir_all(&dir).expect("dir");
-        for f in ["model.safetensors", "config.json", "tokenizer.json", "midicopilot.json"] {
+        for f in [
+            "model.safetensors",
+            "config.json",
+            "tokenizer.json",
+            "midicopilot.json",
+        ] {
             std::fs::copy(good.join(f), dir.join(f)).expect("copy");
         }
         dir
@@ -236,25 +251,46 @@ fn bundle_refusals_say_what_to_do() {
     let dir = copy("pad");
     edit(&dir, "config.json", "pad_token_id", serde_json::json!(3));
     let msg = Bundle::load(&dir).unwrap_err().to_string();
-    assert!(msg.contains("pad_token_id 3") && msg.contains("midicopilot export"), "{msg}");
+    assert!(
+        msg.contains("pad_token_id 3") && msg.contains("midicopilot export"),
+        "{msg}"
+    );
 
     let dir = copy("tpq");
-    edit(&dir, "midicopilot.json", "params", serde_json::json!({"ticks_per_quarter": 25, "velocity_bins": 8}));
+    edit(
+        &dir,
+        "midicopilot.json",
+        "params",
+        serde_json::json!({"ticks_per_quarter": 25, "velocity_bins": 8}),
+    );
     let msg = Bundle::load(&dir).unwrap_err().to_string();
     assert!(msg.contains("ticks_per_quarter 25"), "{msg}");
 
     let dir = copy("format");
-    edit(&dir, "midicopilot.json", "format", serde_json::json!("something-else"));
+    edit(
+        &dir,
+        "midicopilot.json",
+        "format",
+        serde_json::json!("something-else"),
+    );
     let msg = Bundle::load(&dir).unwrap_err().to_string();
     assert!(msg.contains("\"something-else\""), "{msg}");
 
     let dir = copy("tokenizer");
     std::fs::write(dir.join("tokenizer.json"), "{\"not\": \"a tokenizer\"}").expect("write");
     let msg = Bundle::load(&dir).unwrap_err().to_string();
-    assert!(msg.contains("tokenizer.json is not a Hugging Face tokenizer"), "{msg}");
+    assert!(
+        msg.contains("tokenizer.json is not a Hugging Face tokenizer"),
+        "{msg}"
+    );
 
     let dir = copy("untied");
-    edit(&dir, "config.json", "tie_word_embeddings", serde_json::json!(true));
+    edit(
+        &dir,
+        "config.json",
+        "tie_word_embeddings",
+        serde_json::json!(true),
+    );
     // Tied now: the lm_head in the file is ignored, as transformers does; loading still works.
     let b = Bundle::load(&dir).expect("tied loads");
     assert!(Olmo2::load(&b, &Device::Cpu).is_ok());

@@ -165,7 +165,10 @@ fn bench_engine(bundle: &Bundle, steps: usize, repeats: usize) -> Result<Value> 
             std::hint::black_box(model.forward(&mut cache, &tokens[..len])?);
             times.push(ms_since(step));
         }
-        prefill.insert(len.to_string(), json!({ "median_ms": median(&mut times), "repeats": repeats }));
+        prefill.insert(
+            len.to_string(),
+            json!({ "median_ms": median(&mut times), "repeats": repeats }),
+        );
     }
     Ok(json!({
         "load_ms": load_ms,
@@ -183,7 +186,12 @@ fn bench_transformers(args: &BenchArgs) -> Result<Value> {
         .or_else(|| std::env::var("MIDICOPILOT_PYTHON").ok())
         .unwrap_or_else(|| "python3".to_string());
     let output = Command::new(&python)
-        .args(["-m", "midicopilot.train.bench_transformers", "--json", "--steps"])
+        .args([
+            "-m",
+            "midicopilot.train.bench_transformers",
+            "--json",
+            "--steps",
+        ])
         .arg(args.steps.to_string())
         .arg("--repeats")
         .arg(args.repeats.to_string())
@@ -191,11 +199,17 @@ fn bench_transformers(args: &BenchArgs) -> Result<Value> {
         .arg(&args.bundle)
         .output()
         .with_context(|| {
-            format!("cannot run {python} for the transformers comparison (or pass --no-transformers)")
+            format!(
+                "cannot run {python} for the transformers comparison (or pass --no-transformers)"
+            )
         })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no message");
         bail!("the transformers benchmark failed: {last} (or pass --no-transformers)");
     }
     serde_json::from_slice(&output.stdout).context("the transformers benchmark printed no JSON")
@@ -232,9 +246,10 @@ fn report(bundle: &Bundle, engine: Value, transformers: Option<Value>) -> Value 
                 }
             }
         }
-        if let (Some(ours), Some(theirs)) =
-            (report["engine"]["peak_rss_mib"].as_f64(), tf["peak_rss_mib"].as_f64())
-        {
+        if let (Some(ours), Some(theirs)) = (
+            report["engine"]["peak_rss_mib"].as_f64(),
+            tf["peak_rss_mib"].as_f64(),
+        ) {
             ratio.insert("peak_rss".to_string(), json!(theirs / ours));
         }
         report["transformers"] = tf;
@@ -256,23 +271,38 @@ fn print_table(report: &Value) {
         m["vocab_size"],
     );
     let tf = report.get("transformers");
-    let fmt = |v: &Value| v.as_f64().map(|x| format!("{x:9.2}")).unwrap_or_else(|| "        -".into());
-    let header = if tf.is_some() { "  transformers   ratio" } else { "" };
+    let fmt = |v: &Value| {
+        v.as_f64()
+            .map(|x| format!("{x:9.2}"))
+            .unwrap_or_else(|| "        -".into())
+    };
+    let header = if tf.is_some() {
+        "  transformers   ratio"
+    } else {
+        ""
+    };
     println!("{:<26}{:>10}{header}", "", "engine");
-    let line = |label: String, ours: &Value, theirs: Option<&Value>, ratio: Option<&Value>| {
-        match (theirs, ratio) {
-            (Some(t), Some(r)) => println!(
-                "{label:<26}{:>10}{:>14}{:>8}",
-                fmt(ours),
-                fmt(t),
-                r.as_f64().map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into())
-            ),
-            _ => println!("{label:<26}{:>10}", fmt(ours)),
-        }
+    let line = |label: String, ours: &Value, theirs: Option<&Value>, ratio: Option<&Value>| match (
+        theirs, ratio,
+    ) {
+        (Some(t), Some(r)) => println!(
+            "{label:<26}{:>10}{:>14}{:>8}",
+            fmt(ours),
+            fmt(t),
+            r.as_f64()
+                .map(|x| format!("{x:.2}x"))
+                .unwrap_or_else(|| "-".into())
+        ),
+        _ => println!("{label:<26}{:>10}", fmt(ours)),
     };
     let e = &report["engine"];
     let ratios = report.get("transformers_over_engine");
-    line("load ms".into(), &e["load_ms"], tf.map(|t| &t["load_ms"]), None);
+    line(
+        "load ms".into(),
+        &e["load_ms"],
+        tf.map(|t| &t["load_ms"]),
+        None,
+    );
     if let Some(decode) = e["decode"].as_object() {
         let mut entries: Vec<(&String, &Value)> = decode.iter().collect();
         entries.sort_by_key(|(k, _)| k.parse::<usize>().unwrap_or(usize::MAX));
@@ -334,8 +364,8 @@ pub struct LogitsArgs {
 pub fn run_logits(args: LogitsArgs) -> Result<()> {
     let bundle = Bundle::load(&args.bundle)?;
     let model = Olmo2::load(&bundle, &Device::Cpu)?;
-    let needed = (args.prefill.len() + args.decode.len())
-        .max(args.cut.unwrap_or(0) + args.refill.len());
+    let needed =
+        (args.prefill.len() + args.decode.len()).max(args.cut.unwrap_or(0) + args.refill.len());
     let mut cache = model.new_cache(args.capacity.unwrap_or(needed))?;
     let prefill = model.forward_all(&mut cache, &args.prefill)?;
     let mut decode = Vec::with_capacity(args.decode.len());
@@ -345,7 +375,10 @@ pub fn run_logits(args: LogitsArgs) -> Result<()> {
     let mut refill = Vec::new();
     if let Some(cut) = args.cut {
         if cut > cache.len() {
-            bail!("--cut {cut} is past the {} tokens in the cache", cache.len());
+            bail!(
+                "--cut {cut} is past the {} tokens in the cache",
+                cache.len()
+            );
         }
         cache.truncate(cut);
         refill = model.forward_all(&mut cache, &args.refill)?;

@@ -26,7 +26,10 @@ impl KvCache {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        ensure!(capacity > 0, "a KV cache needs a capacity of at least one token");
+        ensure!(
+            capacity > 0,
+            "a KV cache needs a capacity of at least one token"
+        );
         let shape = (kv_heads, capacity, head_dim);
         let mut keys = Vec::with_capacity(layers);
         let mut values = Vec::with_capacity(layers);
@@ -34,7 +37,12 @@ impl KvCache {
             keys.push(Tensor::zeros(shape, dtype, device).context("allocating the KV cache")?);
             values.push(Tensor::zeros(shape, dtype, device).context("allocating the KV cache")?);
         }
-        Ok(Self { keys, values, len: 0, capacity })
+        Ok(Self {
+            keys,
+            values,
+            len: 0,
+            capacity,
+        })
     }
 
     /// Tokens held (the next token goes at this position).
@@ -79,14 +87,20 @@ impl KvCache {
     /// `len` itself moves only in [`KvCache::advance`], once every layer is written.
     pub(crate) fn write(&self, layer: usize, k: &Tensor, v: &Tensor) -> Result<()> {
         let (key, value) = (&self.keys[layer], &self.values[layer]);
-        key.slice_set(k, 1, self.len).context("writing keys into the KV cache")?;
-        value.slice_set(v, 1, self.len).context("writing values into the KV cache")?;
+        key.slice_set(k, 1, self.len)
+            .context("writing keys into the KV cache")?;
+        value
+            .slice_set(v, 1, self.len)
+            .context("writing values into the KV cache")?;
         Ok(())
     }
 
     /// Keys and values of `layer` for rows `0..rows` (views, no copy): `[kv_heads, rows, head_dim]`.
     pub(crate) fn view(&self, layer: usize, rows: usize) -> Result<(Tensor, Tensor)> {
-        Ok((self.keys[layer].narrow(1, 0, rows)?, self.values[layer].narrow(1, 0, rows)?))
+        Ok((
+            self.keys[layer].narrow(1, 0, rows)?,
+            self.values[layer].narrow(1, 0, rows)?,
+        ))
     }
 
     pub(crate) fn advance(&mut self, t: usize) {

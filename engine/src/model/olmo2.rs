@@ -92,9 +92,16 @@ impl Olmo2Config {
 
     fn validate(&self) -> Result<()> {
         if let Some(kind) = &self.model_type {
-            ensure!(kind == "olmo2", "has model_type {kind:?}; this engine runs \"olmo2\" models");
+            ensure!(
+                kind == "olmo2",
+                "has model_type {kind:?}; this engine runs \"olmo2\" models"
+            );
         }
-        ensure!(self.hidden_act == "silu", "has hidden_act {:?}; OLMo2 uses \"silu\"", self.hidden_act);
+        ensure!(
+            self.hidden_act == "silu",
+            "has hidden_act {:?}; OLMo2 uses \"silu\"",
+            self.hidden_act
+        );
         for (name, value) in [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -107,28 +114,38 @@ impl Olmo2Config {
             ensure!(value > 0, "has {name} 0");
         }
         ensure!(
-            self.num_attention_heads % self.kv_heads() == 0,
+            self.num_attention_heads.is_multiple_of(self.kv_heads()),
             "has num_attention_heads {} not a multiple of num_key_value_heads {}",
             self.num_attention_heads,
             self.kv_heads()
         );
         ensure!(
-            self.head_dim() > 0 && self.head_dim() % 2 == 0,
+            self.head_dim() > 0 && self.head_dim().is_multiple_of(2),
             "gives head_dim {}; RoPE needs an even head dimension",
             self.head_dim()
         );
-        ensure!(self.rope_theta() > 0.0, "has rope_theta {}", self.rope_theta());
+        ensure!(
+            self.rope_theta() > 0.0,
+            "has rope_theta {}",
+            self.rope_theta()
+        );
         let rope_type = self
             .rope_parameters
             .as_ref()
             .and_then(|p| p.rope_type.clone())
             .or_else(|| {
                 self.rope_scaling.as_ref().and_then(|s| {
-                    s.get("rope_type").or_else(|| s.get("type")).and_then(|t| t.as_str()).map(str::to_string)
+                    s.get("rope_type")
+                        .or_else(|| s.get("type"))
+                        .and_then(|t| t.as_str())
+                        .map(str::to_string)
                 })
             });
         if let Some(kind) = rope_type {
-            ensure!(kind == "default", "has rope_type {kind:?}; this engine runs \"default\" RoPE only");
+            ensure!(
+                kind == "default",
+                "has rope_type {kind:?}; this engine runs \"default\" RoPE only"
+            );
         }
         Ok(())
     }
@@ -138,7 +155,8 @@ impl Olmo2Config {
     }
 
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
     /// `rope_parameters.rope_theta` (transformers 5.x), else top-level `rope_theta` (4.x), else
@@ -183,7 +201,12 @@ struct Linear {
 
 fn split_mode() -> usize {
     static MODE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MODE.get_or_init(|| std::env::var("MC_SPLIT").ok().and_then(|s| s.parse().ok()).unwrap_or(0))
+    *MODE.get_or_init(|| {
+        std::env::var("MC_SPLIT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    })
 }
 
 impl Linear {
@@ -246,7 +269,11 @@ pub struct Olmo2 {
 impl Olmo2 {
     /// Loads the bundle's weights (memory-mapped, widened to f32 on CPU).
     pub fn load(bundle: &Bundle, device: &Device) -> Result<Self> {
-        let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
+        let dtype = if device.is_cpu() {
+            DType::F32
+        } else {
+            DType::BF16
+        };
         // SAFETY: the weights file is mapped read-only; candle copies every tensor out of the map
         // while loading, so the map does not outlive this call.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&bundle.weights], dtype, device) }
@@ -256,8 +283,12 @@ impl Olmo2 {
     }
 
     fn from_var_builder(config: &Olmo2Config, vb: VarBuilder) -> Result<Self> {
-        let (h, hd, heads, kv_heads) =
-            (config.hidden_size, config.head_dim(), config.num_attention_heads, config.kv_heads());
+        let (h, hd, heads, kv_heads) = (
+            config.hidden_size,
+            config.head_dim(),
+            config.num_attention_heads,
+            config.kv_heads(),
+        );
         let inter = config.intermediate_size;
         let get = |vb: &VarBuilder, shape: &[usize], name: &str| -> Result<Tensor> {
             vb.get(shape, name).with_context(|| {
@@ -291,7 +322,10 @@ impl Olmo2 {
                 (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
                 _ => None,
             };
-            let qkv = Linear { weight: Tensor::cat(&[q, k, v], 0)?, bias: qkv_bias };
+            let qkv = Linear {
+                weight: Tensor::cat(&[q, k, v], 0)?,
+                bias: qkv_bias,
+            };
             let o = Linear {
                 weight: get(&a, &[h, heads * hd], "o_proj.weight")?,
                 bias: bias(&a, h, "o_proj.bias")?,
@@ -304,8 +338,14 @@ impl Olmo2 {
                 o,
                 q_norm: get(&a, &[heads * hd], "q_norm.weight")?,
                 k_norm: get(&a, &[kv_heads * hd], "k_norm.weight")?,
-                gate_up: Linear { weight: Tensor::cat(&[gate, up], 0)?, bias: None },
-                down: Linear { weight: get(&mlp, &[h, inter], "down_proj.weight")?, bias: None },
+                gate_up: Linear {
+                    weight: Tensor::cat(&[gate, up], 0)?,
+                    bias: None,
+                },
+                down: Linear {
+                    weight: get(&mlp, &[h, inter], "down_proj.weight")?,
+                    bias: None,
+                },
                 post_attention_norm: get(&l, &[h], "post_attention_layernorm.weight")?,
                 post_feedforward_norm: get(&l, &[h], "post_feedforward_layernorm.weight")?,
             });
@@ -400,13 +440,20 @@ impl Olmo2 {
             cache.capacity()
         );
         if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= self.vocab_size()) {
-            bail!("token id {bad} is outside the model's vocabulary of {}", self.vocab_size());
+            bail!(
+                "token id {bad} is outside the model's vocabulary of {}",
+                self.vocab_size()
+            );
         }
         let ids = Tensor::from_slice(tokens, (t,), &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?; // [t, hidden]
         let cos = self.cos.narrow(0, pos, t)?;
         let sin = self.sin.narrow(0, pos, t)?;
-        let mask = if t > 1 { Some(self.causal_mask(t, pos)?) } else { None };
+        let mask = if t > 1 {
+            Some(self.causal_mask(t, pos)?)
+        } else {
+            None
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             x = self.layer_forward(layer, i, &x, cache, &cos, &sin, mask.as_ref())?;
         }
@@ -421,7 +468,9 @@ impl Olmo2 {
     fn causal_mask(&self, t: usize, pos: usize) -> Result<Tensor> {
         let width = pos + t;
         let mask: Vec<f32> = (0..t)
-            .flat_map(|i| (0..width).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
+            .flat_map(|i| {
+                (0..width).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 })
+            })
             .collect();
         Ok(Tensor::from_vec(mask, (t, width), &self.device)?.to_dtype(self.dtype)?)
     }
@@ -454,7 +503,10 @@ impl Olmo2 {
         let k = candle_nn::rotary_emb::rope_thd(&k.reshape((1, t, kv_heads, hd))?, cos, sin)?;
         let q = (q.squeeze(0)?.transpose(0, 1)? * (hd as f64).powf(-0.5))?.contiguous()?;
         let k = k.squeeze(0)?.transpose(0, 1)?.contiguous()?;
-        let v = v.reshape((t, kv_heads, hd))?.transpose(0, 1)?.contiguous()?;
+        let v = v
+            .reshape((t, kv_heads, hd))?
+            .transpose(0, 1)?
+            .contiguous()?;
 
         cache.write(index, &k, &v)?;
         let (keys, values) = cache.view(index, past + t)?; // [kv_heads, past + t, hd]
@@ -474,7 +526,10 @@ impl Olmo2 {
             candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?
         };
         let attn = probs.matmul(&values)?; // [kv_heads, n_rep · t, hd]
-        let attn = attn.reshape((heads, t, hd))?.transpose(0, 1)?.reshape((t, heads * hd))?;
+        let attn = attn
+            .reshape((heads, t, hd))?
+            .transpose(0, 1)?
+            .reshape((t, heads * hd))?;
         let attn = layer.o.forward(&attn)?;
         let x = (x + candle_nn::ops::rms_norm(&attn, &layer.post_attention_norm, self.eps)?)?;
 
@@ -492,8 +547,10 @@ impl Olmo2 {
 fn rope_tables(config: &Olmo2Config, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
     let dim = config.head_dim();
     let theta = config.rope_theta();
-    let inv_freq: Vec<f32> =
-        (0..dim).step_by(2).map(|i| 1.0 / theta.powf(i as f64 / dim as f64) as f32).collect();
+    let inv_freq: Vec<f32> = (0..dim)
+        .step_by(2)
+        .map(|i| 1.0 / theta.powf(i as f64 / dim as f64) as f32)
+        .collect();
     let half = inv_freq.len();
     let positions = config.max_position_embeddings;
     let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;

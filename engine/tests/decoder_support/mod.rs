@@ -68,7 +68,8 @@ pub struct Loaded {
 
 /// The bundle and an engine over it (model on the CPU), loaded once per seed per test binary.
 pub fn engine(seed: u64) -> Arc<Loaded> {
-    static CACHE: OnceLock<Mutex<Vec<(u64, Arc<Loaded>)>>> = OnceLock::new();
+    type Loads = Mutex<Vec<(u64, Arc<Loaded>)>>;
+    static CACHE: OnceLock<Loads> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
     let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, l)) = cache.iter().find(|(s, _)| *s == seed) {
