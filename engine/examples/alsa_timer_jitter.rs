@@ -1,6 +1,6 @@
 //! How late the ALSA backend's output timer sends events on this machine (docs/RIGS.md).
 //!
-//!     cargo run --release --example alsa_timer_jitter -- [EVENTS] [MEAN_GAP_MS]
+//!     cargo run --release --example alsa_timer_jitter -- [EVENTS] [MEAN_GAP_MS] [rt]
 //!
 //! The timer thread of `midicopilot-engine alsa` (backend::alsa::Timer) sleeps until each event
 //! is due and hands it to midir, which sends it at once. This runs the same timer with a sink
@@ -18,11 +18,13 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let events: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let mean_gap_ms: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5.0);
+    let realtime = args.next().as_deref() == Some("rt");
     let clock = MicroClock::new();
     let shared = Arc::new(Shared::default());
     let (mut tx, rx) = rtrb::RingBuffer::<OutEvent>::new(8192);
     let sink = RecordingSink { clock: Some(clock), sent: Vec::with_capacity(events) };
-    let timer = Timer::new(clock, sink, rx, shared.clone());
+    let mut timer = Timer::new(clock, sink, rx, shared.clone());
+    timer.realtime_priority = realtime.then_some(65);
     let handle = std::thread::spawn(move || timer.run());
 
     // All queued up front (the ring holds them), so what is measured is the timer's wake-up
@@ -51,9 +53,10 @@ fn main() {
     late.sort_unstable();
     let q = |p: f64| late[((late.len() - 1) as f64 * p).round() as usize];
     println!(
-        "{} events, mean gap {mean_gap_ms} ms: lateness p50 {} µs, p90 {} µs, p99 {} µs, \
+        "{} events, mean gap {mean_gap_ms} ms, SCHED_FIFO {}: lateness p50 {} µs, p90 {} µs, p99 {} µs, \
          max {} µs; {} sent early; {} at least 1 ms late (timer's own count {})",
         late.len(),
+        stats.realtime,
         q(0.5),
         q(0.9),
         q(0.99),

@@ -41,6 +41,9 @@ pub const SEQ_DEVICE: &str = "/dev/snd/seq";
 pub const RATE: u32 = 1_000_000;
 /// The timer thread wakes at least this often (it publishes "now" for the decoder thread).
 pub const TICK: Duration = Duration::from_millis(1);
+/// SCHED_FIFO priority of the output timer thread, when the system allows it (jackd's default
+/// client priority is its -P minus a few; 70 is what docs/RIGS.md sets up for jackd).
+pub const TIMER_PRIORITY: i32 = 65;
 /// Capacity of the rings (as the JACK backend's).
 pub const INPUT_RING: usize = 8192;
 pub const OUTPUT_RING: usize = 4096;
@@ -189,9 +192,21 @@ impl MidiSink for RecordingSink {
     }
 }
 
+/// Ask for real-time scheduling (SCHED_FIFO at `priority`, as jackd's -P) for the calling
+/// thread; false when the system refuses (no rtprio limit: see docs/RIGS.md).
+pub fn try_realtime(priority: i32) -> bool {
+    // SAFETY: plain libc calls on the current thread with a valid sched_param.
+    unsafe {
+        let param = libc::sched_param { sched_priority: priority };
+        libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) == 0
+    }
+}
+
 /// How late the timer thread sent events (the backend's output jitter).
 #[derive(Debug, Clone, Serialize)]
 pub struct TimerStats {
+    /// Whether the timer thread got real-time scheduling (SCHED_FIFO).
+    pub realtime: bool,
     pub sent: u64,
     /// Sent at least 1 ms after their due time.
     pub late_1ms: u64,
@@ -210,6 +225,8 @@ pub struct Timer<S: MidiSink> {
     pub sounding: NoteSet,
     pub lateness_us: Histogram,
     pub send_failures: u64,
+    /// SCHED_FIFO priority to ask for when the timer starts (None: normal scheduling).
+    pub realtime_priority: Option<i32>,
 }
 
 impl<S: MidiSink> Timer<S> {
@@ -223,6 +240,7 @@ impl<S: MidiSink> Timer<S> {
             sounding: NoteSet::default(),
             lateness_us: Histogram::new(),
             send_failures: 0,
+            realtime_priority: None,
         }
     }
 
@@ -279,6 +297,12 @@ impl<S: MidiSink> Timer<S> {
 
     /// Run until a stop is requested: sleep until the next event is due (at most [`TICK`]).
     pub fn run(mut self) -> (S, TimerStats) {
+        let realtime = self.realtime_priority.is_some_and(try_realtime);
+        // Sleeps end when asked, not up to 50 µs later (the kernel's default timer slack).
+        // SAFETY: prctl with PR_SET_TIMERSLACK only changes this thread's timer slack.
+        unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
+        }
         loop {
             if self.shared.stop_requested.load(Ordering::Acquire) {
                 self.stop();
@@ -293,6 +317,7 @@ impl<S: MidiSink> Timer<S> {
         }
         let h = &self.lateness_us;
         let stats = TimerStats {
+            realtime,
             sent: h.count(),
             late_1ms: RtStats::get(&self.shared.stats.written_late),
             lateness_p50_us: h.quantile(0.5),
@@ -504,7 +529,8 @@ pub fn run(
         output_names.join(", ")
     );
 
-    let timer = Timer::new(clock, outputs, out_rx, shared.clone());
+    let mut timer = Timer::new(clock, outputs, out_rx, shared.clone());
+    timer.realtime_priority = Some(TIMER_PRIORITY);
     let timer = std::thread::Builder::new()
         .name("midicopilot-timer".into())
         .spawn(move || timer.run())
