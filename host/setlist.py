@@ -523,11 +523,11 @@ class SetPlayer:
         progs = {i: p for p, i in self.setlist.programs().items()}
         parts = []
         for i, s in enumerate(self.setlist.songs):
-            how = [f"key {keys[i]}"] if i in keys and self._tty() else []
-            if self.backend == "jack" and i in progs:
+            how = [f"key {keys[i]}"] if i in keys and self._tty_restore else []
+            if self._control_client is not None and i in progs:
                 how.append(f"program {progs[i]}")
             parts.append(f"{s.name}" + (f" ({', '.join(how)})" if how else ""))
-        extra = "; n/p next/previous" if self._tty() else ""
+        extra = "; n/p next/previous" if self._tty_restore else ""
         return ", ".join(parts) + extra + f"; `midicopilot switch NAME` ({self.socket_path})"
 
     def close(self) -> None:
@@ -553,9 +553,10 @@ class SetPlayer:
             t = threading.Thread(target=target, daemon=True)
             t.start()
             self._threads.append(t)
-        if self.backend == "jack":
+        several = len(self.setlist.songs) > 1
+        if self.backend == "jack" and (several or self.setlist.control_patterns()):
             self._open_control_input()
-        if self.keys_enabled and self._tty():
+        if self.keys_enabled and several and self._tty():
             self._start_keys()
 
     # -- switching ---------------------------------------------------------------------------

@@ -24,7 +24,6 @@ import pytest
 
 from midicopilot.host import setlist as S
 
-ROOT = Path(__file__).resolve().parent.parent
 BPM = 120.0
 
 
@@ -411,6 +410,8 @@ connect = ["^midicopilot-musician:out$"]
     # ... and no note of the old song sounds across a switch: the old song's note-offs all go
     # out at or before the new song's first tick
     notes = _notes(heard)
+    # (the switches did find model notes sounding: three voices of a random model hardly rest)
+    assert sum(s["stop_offs"] for s in switches) > 0, switches
     for s in switches:
         across = [(on, off, p) for on, off, p in notes if on < s["frame"] < (off or 0)]
         assert across == [], (s["name"], s["frame"], across)
@@ -462,4 +463,3 @@ def test_play_help_and_switch_are_registered() -> None:
     assert out.returncode == 0 and "switch" in out.stdout and "play" in out.stdout
     out = _cli("play", "--help")
     assert "--set-list" in out.stdout and "--backend" in out.stdout
-    assert os.path.exists(ROOT / "docs" / "LIVE.md")

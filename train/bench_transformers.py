@@ -20,16 +20,6 @@ DECODE_CONTEXTS = (64, 256, 512)
 PREFILL_LENGTHS = (256, 512)
 
 
-def peak_rss_mib() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 def sample_tokens(n: int, vocab: int) -> list[int]:
     """The engine's fixed pseudo-random walk (xorshift64), so both time the same ids."""
     mask = (1 << 64) - 1
@@ -43,9 +33,23 @@ def sample_tokens(n: int, vocab: int) -> list[int]:
     return out
 
 
-def bench(bundle: Path, steps: int = 32, repeats: int = 3) -> dict:
+def status_mib(key: str) -> float | None:
+    """A figure from /proc/self/status in MiB (VmHWM, VmRSS, RssAnon)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def bench(bundle: Path, steps: int = 32, repeats: int = 3, threads: int | None = None) -> dict:
     import torch
     from transformers import DynamicCache, Olmo2ForCausalLM
+
+    if threads:
+        torch.set_num_threads(threads)
 
     start = time.perf_counter()
     model = Olmo2ForCausalLM.from_pretrained(bundle, dtype=torch.float32).eval()
@@ -92,7 +96,9 @@ def bench(bundle: Path, steps: int = 32, repeats: int = 3) -> dict:
         "load_ms": load_ms,
         "decode": decode,
         "prefill": prefill,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": status_mib("VmHWM"),
+        "rss_mib": status_mib("VmRSS"),
+        "rss_anon_mib": status_mib("RssAnon"),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
@@ -104,15 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     a = ap.parse_args(argv)
     if not (a.bundle / "model.safetensors").is_file() or not (a.bundle / "config.json").is_file():
         print(f"bench_transformers: {a.bundle} is not a model bundle (no model.safetensors or "
               "config.json)", file=sys.stderr)
         return 1
-    if a.steps < 1 or a.repeats < 1:
-        print("bench_transformers: --steps and --repeats must be at least 1", file=sys.stderr)
+    if a.steps < 1 or a.repeats < 1 or (a.threads is not None and a.threads < 1):
+        print("bench_transformers: --steps, --repeats and --threads must be at least 1",
+              file=sys.stderr)
         return 1
-    result = bench(a.bundle, a.steps, a.repeats)
+    result = bench(a.bundle, a.steps, a.repeats, a.threads)
     if a.json:
         print(json.dumps(result))
     else:

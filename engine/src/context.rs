@@ -3,7 +3,8 @@
 //! The context is a metadata header (kept through everything) and a body of event text. The body
 //! is held three ways that always agree: its tokens (with each token's byte end), its text, and
 //! its events (human and model, with their absolute ticks, sorted in text order). The live
-//! [`KvCache`] holds a prefix of `header ++ body`; [`Context::sync`] feeds the rest.
+//! [`KvCache`] holds a prefix of `header ++ body`; after every change the rest is fed and the
+//! next logits computed.
 //!
 //! - **Model tokens** are appended one at a time ([`Context::push_token`]); the grammar reads
 //!   their bytes and each completed channel-0 item becomes a *tentative* event.
@@ -16,12 +17,13 @@
 //!   the rest is fed. Released events are never taken back.
 //! - **Periodic flush** (design document §5.2; no rolling window): once the context reaches
 //!   `flush_start` tokens, a cut point is chosen so that the header plus the newest body tokens
-//!   fit in `keep` (about half the limit), at a word boundary where no tentative event is lost.
-//!   A second cache is filled with `header ++ kept body` beside the live one, a few tokens per
-//!   generation step ([`ContextConfig::step_chunk`]) and more when the decoder is idle
-//!   ([`Context::flush_work`]), while the live cache keeps generating; tokens appended meanwhile
-//!   are replayed into it, and when it has caught up the two are swapped. Only if the context
-//!   hits `limit` first is the rest done at once (a stall, counted).
+//!   fit in `keep` (about half the limit), at a word boundary, preferably at or before "now" with
+//!   every event before it released (otherwise the tentative events before it are committed).
+//!   A second cache is filled with `header ++ kept body` beside the live one, in large chunks
+//!   when the decoder is idle ([`Context::flush_work`]), and paced with the appended tokens only
+//!   when idle time has not kept up ([`ContextConfig::step_chunk`]); the live cache keeps generating;
+//!   tokens appended meanwhile are replayed into it, and when it has caught up the two are
+//!   swapped. Only if the context hits `limit` first is the rest done at once (a stall, counted).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,12 +46,13 @@ pub struct ContextConfig {
     pub flush_start: usize,
     /// Tokens (header + newest body) a flush keeps; at most half the limit.
     pub keep: usize,
-    /// Flush prefill tokens done with each generated token while a flush is being built.
+    /// Most flush prefill tokens done with each appended token when idle time has not kept up
+    /// (the flush is otherwise built in idle time; see [`Context::flush_work`]).
     pub step_chunk: usize,
 }
 
 impl ContextConfig {
-    /// The defaults for a limit: flush from 3/4 of it, keep half, 8 prefill tokens a step.
+    /// The defaults for a limit: flush from 3/4 of it, keep half, at most 8 prefill tokens a step.
     pub fn for_limit(limit: usize) -> Self {
         Self { limit, flush_start: limit * 3 / 4, keep: limit / 2, step_chunk: 8 }
     }
@@ -639,11 +642,17 @@ impl Context {
         self.cache.truncate(q);
         self.logits = self.forward(false, q, total)?;
         if let Some(remaining) = self.flush_remaining() {
-            // Spread the prefill so it catches up before the context reaches its limit: each
-            // step appends a token, so it must do one more than its share of what remains.
-            let steps_left = (self.cfg.limit - total).max(1);
-            let chunk = self.cfg.step_chunk.max(1 + remaining.div_ceil(steps_left));
-            self.flush_work(chunk)?;
+            // The flush is built in idle time, in large chunks (a prefill of a few tokens costs
+            // nearly as much as one of many). Only when idle time has not kept up is it paced
+            // here, so it still catches up before the limit: what remains is kept within
+            // (step_chunk − 1) tokens per token of headroom, so each appended token then costs
+            // at most `step_chunk` prefill tokens, and a burst of human tokens its share at once.
+            let headroom = self.cfg.limit - total;
+            let allowed = (self.cfg.step_chunk.max(2) - 1) * headroom;
+            let chunk = remaining.saturating_sub(allowed);
+            if chunk > 0 {
+                self.flush_work(chunk)?;
+            }
         } else if total >= self.cfg.flush_start {
             self.start_flush(false)?;
         }

@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// Timed repetitions of each prefill (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Threads for both sides (the engine's RAYON_NUM_THREADS, torch.set_num_threads) [default:
+    /// each side's own default, all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Skip the transformers comparison.
     #[arg(long)]
     pub no_transformers: bool,
@@ -52,8 +56,12 @@ pub struct BenchArgs {
 
 /// Runs the benchmark and prints its report.
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.steps == 0 || args.repeats == 0 {
-        bail!("--steps and --repeats must be at least 1");
+    if args.steps == 0 || args.repeats == 0 || args.threads == Some(0) {
+        bail!("--steps, --repeats and --threads must be at least 1");
+    }
+    if let Some(n) = args.threads {
+        // Before any thread pool exists: candle's matmul and rayon both read it.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     let bundle = Bundle::load(&args.bundle)?;
     let engine = bench_engine(&bundle, args.steps, args.repeats)?;
@@ -104,12 +112,20 @@ fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
 
-/// Peak resident set of this process in MiB (VmHWM), if /proc says.
-pub fn peak_rss_mib() -> Option<f64> {
+/// A memory figure of this process from /proc/self/status in MiB (`VmHWM`: peak resident set;
+/// `VmRSS`: resident now; `RssAnon`: resident and not file-backed).
+pub fn status_mib(key: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// Peak resident set of this process in MiB (VmHWM), if /proc says.
+pub fn peak_rss_mib() -> Option<f64> {
+    status_mib("VmHWM")
 }
 
 fn bench_engine(bundle: &Bundle, steps: usize, repeats: usize) -> Result<Value> {
@@ -119,6 +135,15 @@ fn bench_engine(bundle: &Bundle, steps: usize, repeats: usize) -> Result<Value> 
     let vocab = model.vocab_size();
     let max_pos = model.max_position();
     let tokens = sample_tokens(max_pos, vocab);
+
+    // The floor: every weight matrix a decode step reads, times one vector.
+    model.stream_weights()?;
+    let mut floor = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let step = Instant::now();
+        model.stream_weights()?;
+        floor.push(ms_since(step));
+    }
 
     let mut decode = serde_json::Map::new();
     for &context in &DECODE_CONTEXTS {
@@ -174,7 +199,10 @@ fn bench_engine(bundle: &Bundle, steps: usize, repeats: usize) -> Result<Value> 
         "load_ms": load_ms,
         "decode": decode,
         "prefill": prefill,
+        "weights_floor_ms": median(&mut floor),
         "peak_rss_mib": peak_rss_mib(),
+        "rss_mib": status_mib("VmRSS"),
+        "rss_anon_mib": status_mib("RssAnon"),
         "threads": candle_core::utils::get_num_threads(),
     }))
 }
@@ -195,6 +223,11 @@ fn bench_transformers(args: &BenchArgs) -> Result<Value> {
         .arg(args.steps.to_string())
         .arg("--repeats")
         .arg(args.repeats.to_string())
+        .args(
+            args.threads
+                .map(|n| vec!["--threads".to_string(), n.to_string()])
+                .unwrap_or_default(),
+        )
         .arg("--bundle")
         .arg(&args.bundle)
         .output()
@@ -282,18 +315,15 @@ fn print_table(report: &Value) {
         ""
     };
     println!("{:<26}{:>10}{header}", "", "engine");
-    let line = |label: String, ours: &Value, theirs: Option<&Value>, ratio: Option<&Value>| match (
-        theirs, ratio,
-    ) {
-        (Some(t), Some(r)) => println!(
-            "{label:<26}{:>10}{:>14}{:>8}",
-            fmt(ours),
-            fmt(t),
-            r.as_f64()
-                .map(|x| format!("{x:.2}x"))
-                .unwrap_or_else(|| "-".into())
-        ),
-        _ => println!("{label:<26}{:>10}", fmt(ours)),
+    let line = |label: String, ours: &Value, theirs: Option<&Value>, ratio: Option<&Value>| {
+        let ratio = ratio
+            .and_then(|r| r.as_f64())
+            .map(|x| format!("{x:.2}x"))
+            .unwrap_or_default();
+        match theirs {
+            Some(t) => println!("{label:<26}{:>10}{:>14}{ratio:>8}", fmt(ours), fmt(t)),
+            None => println!("{label:<26}{:>10}", fmt(ours)),
+        }
     };
     let e = &report["engine"];
     let ratios = report.get("transformers_over_engine");
@@ -327,6 +357,18 @@ fn print_table(report: &Value) {
             );
         }
     }
+    line(
+        "weights floor ms".into(),
+        &e["weights_floor_ms"],
+        None,
+        None,
+    );
+    line(
+        "resident MiB (end)".into(),
+        &e["rss_mib"],
+        tf.map(|t| &t["rss_mib"]),
+        None,
+    );
     line(
         "peak memory MiB".into(),
         &e["peak_rss_mib"],

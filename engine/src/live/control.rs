@@ -69,7 +69,7 @@ where
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
-    Switch(SwitchRequest),
+    Switch(Box<SwitchRequest>),
     Stop,
 }
 
@@ -190,7 +190,7 @@ pub fn read_commands(
                 break;
             }
             Ok(Some(Command::Switch(req))) => {
-                if switches.send(req).is_err() {
+                if switches.send(*req).is_err() {
                     break; // the decoder thread is gone: the run is ending
                 }
             }
@@ -217,7 +217,7 @@ mod tests {
 
     fn switch(line: &str) -> SwitchRequest {
         match parse_line(line) {
-            Ok(Some(Command::Switch(r))) => r,
+            Ok(Some(Command::Switch(r))) => *r,
             other => panic!("{line}: {other:?}"),
         }
     }

@@ -199,34 +199,9 @@ struct Linear {
     bias: Option<Tensor>,
 }
 
-fn split_mode() -> usize {
-    static MODE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MODE.get_or_init(|| {
-        std::env::var("MC_SPLIT")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    })
-}
-
 impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let parts = split_mode();
-        let y = if parts > 1 && x.dim(0)? == 1 {
-            use rayon::prelude::*;
-            let rows = self.weight.dim(0)?;
-            let chunk = rows.div_ceil(parts).div_ceil(16) * 16;
-            let outs: Vec<Tensor> = (0..rows.div_ceil(chunk))
-                .into_par_iter()
-                .map(|i| {
-                    let len = chunk.min(rows - i * chunk);
-                    x.matmul(&self.weight.narrow(0, i * chunk, len)?.t()?)
-                })
-                .collect::<candle_core::Result<_>>()?;
-            Tensor::cat(&outs, 1)?
-        } else {
-            x.matmul(&self.weight.t()?)?
-        };
+        let y = x.matmul(&self.weight.t()?)?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -422,6 +397,23 @@ impl Olmo2 {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The floor under one decode step, for benchmarks: one vector times every weight matrix a
+    /// decode step reads (the projections of every layer and the head), and nothing else. A
+    /// decode step cannot be faster than this on the same machine at the same moment.
+    pub fn stream_weights(&self) -> Result<()> {
+        let x = Tensor::ones((1, self.config.hidden_size), self.dtype, &self.device)?;
+        let wide = Tensor::ones((1, self.config.intermediate_size), self.dtype, &self.device)?;
+        let attn = Tensor::ones((1, self.heads * self.head_dim), self.dtype, &self.device)?;
+        for layer in &self.layers {
+            std::hint::black_box(layer.qkv.forward(&x)?);
+            std::hint::black_box(layer.o.forward(&attn)?);
+            std::hint::black_box(layer.gate_up.forward(&x)?);
+            std::hint::black_box(layer.down.forward(&wide)?);
+        }
+        std::hint::black_box(x.matmul(&self.lm_head.t()?)?);
+        Ok(())
     }
 
     /// Returns `[rows, vocab]` f32 logits: every token's, or the last one's.
