@@ -54,11 +54,20 @@ pub struct ContextConfig {
 impl ContextConfig {
     /// The defaults for a limit: flush from 3/4 of it, keep half, at most 8 prefill tokens a step.
     pub fn for_limit(limit: usize) -> Self {
-        Self { limit, flush_start: limit * 3 / 4, keep: limit / 2, step_chunk: 8 }
+        Self {
+            limit,
+            flush_start: limit * 3 / 4,
+            keep: limit / 2,
+            step_chunk: 8,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.limit >= 32, "the context must hold at least 32 tokens, got {}", self.limit);
+        ensure!(
+            self.limit >= 32,
+            "the context must hold at least 32 tokens, got {}",
+            self.limit
+        );
         ensure!(
             self.keep >= 8 && self.keep <= self.limit / 2,
             "a flush keeps between 8 tokens and half the context ({}), got {}",
@@ -72,7 +81,10 @@ impl ContextConfig {
             self.limit,
             self.flush_start
         );
-        ensure!(self.step_chunk >= 1, "the flush step chunk must be at least one token");
+        ensure!(
+            self.step_chunk >= 1,
+            "the flush step chunk must be at least one token"
+        );
         Ok(())
     }
 }
@@ -362,7 +374,8 @@ impl Context {
     pub fn model_tick(&self) -> u64 {
         let g = &self.grammar;
         let rel = if g.in_time_word() {
-            g.tick().saturating_add(u64::from(g.pending_time().unwrap_or(1)))
+            g.tick()
+                .saturating_add(u64::from(g.pending_time().unwrap_or(1)))
         } else {
             g.tick()
         };
@@ -398,7 +411,10 @@ impl Context {
         let mut done = Vec::new();
         for &b in &bytes {
             match reader.step(&mut g, b) {
-                Ok(Some(e)) => done.push(NoteEvent { tick: e.tick + self.base_tick, ..e }),
+                Ok(Some(e)) => done.push(NoteEvent {
+                    tick: e.tick + self.base_tick,
+                    ..e
+                }),
                 Ok(None) => {}
                 Err(_) => bail!(
                     "token {id} ({:?}) does not continue the context",
@@ -413,7 +429,11 @@ impl Context {
         self.ends.push(self.text.len());
         for e in &done {
             self.note_on_tick(e);
-            self.events.push(CtxEvent { event: *e, human: false, released: false });
+            self.events.push(CtxEvent {
+                event: *e,
+                human: false,
+                released: false,
+            });
         }
         self.stats.tokens_generated += 1;
         let t0 = Instant::now();
@@ -477,13 +497,27 @@ impl Context {
     /// context, ticks at or after [`base_tick`](Self::base_tick)): cut the tentative model events
     /// at or after the earliest of them, re-serialize, prefix-cut the cache and feed the rest.
     pub fn insert_human(&mut self, evs: &[NoteEvent]) -> Result<()> {
-        let Some(t) = evs.iter().map(|e| e.tick).min() else { return Ok(()) };
-        ensure!(t >= self.base_tick, "human event at tick {t} is before the context ({})", self.base_tick);
-        ensure!(evs.iter().all(|e| (1..16).contains(&e.channel)), "human events are on channels 1–15");
+        let Some(t) = evs.iter().map(|e| e.tick).min() else {
+            return Ok(());
+        };
+        ensure!(
+            t >= self.base_tick,
+            "human event at tick {t} is before the context ({})",
+            self.base_tick
+        );
+        ensure!(
+            evs.iter().all(|e| (1..16).contains(&e.channel)),
+            "human events are on channels 1–15"
+        );
         let before = self.events.len();
-        self.events.retain(|e| e.human || e.released || e.event.tick < t);
+        self.events
+            .retain(|e| e.human || e.released || e.event.tick < t);
         self.stats.events_cut += (before - self.events.len()) as u64;
-        self.events.extend(evs.iter().map(|&event| CtxEvent { event, human: true, released: true }));
+        self.events.extend(evs.iter().map(|&event| CtxEvent {
+            event,
+            human: true,
+            released: true,
+        }));
         self.events.sort_by_key(|e| e.event);
         let new_text = self.serialize_body();
         self.replace_body_text(new_text)
@@ -494,7 +528,10 @@ impl Context {
         let rel: Vec<NoteEvent> = self
             .events
             .iter()
-            .map(|e| NoteEvent { tick: e.event.tick - self.base_tick, ..e.event })
+            .map(|e| NoteEvent {
+                tick: e.event.tick - self.base_tick,
+                ..e.event
+            })
             .collect();
         let mut text = events_to_text(&rel, &self.params, &[]).into_bytes();
         if text.last() == Some(&b'\n') {
@@ -508,7 +545,12 @@ impl Context {
 
     /// Replace the body text, keeping the longest token prefix that still holds.
     fn replace_body_text(&mut self, new_text: Vec<u8>) -> Result<()> {
-        let d = self.text.iter().zip(&new_text).take_while(|(a, b)| a == b).count();
+        let d = self
+            .text
+            .iter()
+            .zip(&new_text)
+            .take_while(|(a, b)| a == b)
+            .count();
         // The last word start at or before `d` that is also a token boundary of the old body.
         let mut b = word_start_at_or_before(&new_text, d);
         let k = loop {
@@ -683,7 +725,9 @@ impl Context {
         {
             return Ok(false);
         }
-        let Some(remaining) = self.flush_remaining() else { return Ok(false) };
+        let Some(remaining) = self.flush_remaining() else {
+            return Ok(false);
+        };
         if remaining <= max_tokens {
             self.finish_flush(false)?;
             return Ok(true);
@@ -700,7 +744,11 @@ impl Context {
         let h = self.header.len();
         let filled = f.cache.len();
         // The flush cache's token i is header[i] for i < h, then body[body_start + i - h].
-        let from = if filled < h { filled } else { h + f.body_start + (filled - h) };
+        let from = if filled < h {
+            filled
+        } else {
+            h + f.body_start + (filled - h)
+        };
         let end_header = if filled < h { h } else { usize::MAX };
         let to = (from + n).min(self.len()).min(end_header);
         Ok((from, to))
@@ -710,7 +758,9 @@ impl Context {
     fn finish_flush(&mut self, stall: bool) -> Result<()> {
         let mut logits = None;
         loop {
-            let Some(remaining) = self.flush_remaining() else { bail!("internal: no flush") };
+            let Some(remaining) = self.flush_remaining() else {
+                bail!("internal: no flush")
+            };
             if remaining == 0 {
                 break;
             }
@@ -753,7 +803,12 @@ impl Context {
             None => self.model.new_cache(self.cfg.limit)?,
         };
         cache.clear();
-        self.flush = Some(PendingFlush { body_start, byte_start, base_tick, cache });
+        self.flush = Some(PendingFlush {
+            body_start,
+            byte_start,
+            base_tick,
+            cache,
+        });
         Ok(true)
     }
 
@@ -772,7 +827,11 @@ impl Context {
         let h = self.header.len();
         let total = h + self.body.len();
         let min_start = total.saturating_sub(self.cfg.keep);
-        let first_unreleased = self.events.iter().find(|e| !e.released).map(|e| e.event.tick);
+        let first_unreleased = self
+            .events
+            .iter()
+            .find(|e| !e.released)
+            .map(|e| e.event.tick);
         let cands = self.cut_candidates();
         let strict = |&(_, _, tick): &(usize, usize, u64)| {
             tick <= self.floor_tick && first_unreleased.is_none_or(|u| tick <= u)
@@ -787,7 +846,11 @@ impl Context {
             }
         }
         if forced {
-            return cands.iter().rev().find(|c| total - c.0 < self.cfg.limit).copied();
+            return cands
+                .iter()
+                .rev()
+                .find(|c| total - c.0 < self.cfg.limit)
+                .copied();
         }
         None
     }
@@ -820,7 +883,9 @@ impl Context {
             if is_time {
                 let n = word[2.min(word.len())..]
                     .iter()
-                    .try_fold(0u64, |a, d| d.is_ascii_digit().then(|| a * 10 + u64::from(d - b'0')))
+                    .try_fold(0u64, |a, d| {
+                        d.is_ascii_digit().then(|| a * 10 + u64::from(d - b'0'))
+                    })
                     .unwrap_or(0);
                 tick += n;
             }

@@ -67,7 +67,10 @@ impl TokenTable {
 
     /// The text of `id` (empty for ids past the tokenizer's vocabulary).
     pub fn bytes(&self, id: u32) -> &[u8] {
-        self.bytes.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
+        self.bytes
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     pub fn is_special(&self, id: u32) -> bool {
@@ -164,12 +167,21 @@ impl MaskState {
     /// recover the partial item.
     pub fn new(mut grammar: GrammarState, current_word: &[u8]) -> Self {
         grammar.set_channel_filter(MODEL_CHANNEL_MASK);
-        let mut s = MaskState { grammar, partial: [0; 6], plen: 0, renewed: 0 };
+        let mut s = MaskState {
+            grammar,
+            partial: [0; 6],
+            plen: 0,
+            renewed: 0,
+        };
         if grammar.in_item() {
             // Items are fixed width: 5 bytes (`0-060`) or 6 (`0+060e`).
             let mut i = 0;
             while i < current_word.len() {
-                let width = if current_word.get(i + 1) == Some(&b'+') { 6 } else { 5 };
+                let width = if current_word.get(i + 1) == Some(&b'+') {
+                    6
+                } else {
+                    5
+                };
                 if i + width > current_word.len() {
                     let rest = &current_word[i..];
                     s.partial[..rest.len()].copy_from_slice(rest);
@@ -236,7 +248,8 @@ impl MaskState {
     fn min_tick(&self) -> u64 {
         let g = &self.grammar;
         if g.in_time_word() {
-            g.tick().saturating_add(u64::from(g.pending_time().unwrap_or(1)))
+            g.tick()
+                .saturating_add(u64::from(g.pending_time().unwrap_or(1)))
         } else {
             g.tick()
         }
@@ -260,8 +273,8 @@ impl MaskState {
             // A new item's channel digit: it must still be able to become a note-off, or a
             // note-on under the polyphony cap (after a note-on only note-ons may follow).
             let g = &self.grammar;
-            let can_on = g.sounding().channel(0).count_ones() < policy.max_polyphony
-                && g.accepts(b"+");
+            let can_on =
+                g.sounding().channel(0).count_ones() < policy.max_polyphony && g.accepts(b"+");
             if !can_on && !g.accepts(b"-") {
                 return false;
             }
@@ -289,8 +302,11 @@ impl MaskState {
         let closure = closure_text(due);
         if g.in_time_word() {
             // End the time word in its shortest form (`P` or `P_` become `P_1`), then the off.
-            let ends: &[&[u8]] =
-                if g.pending_time().is_some() { &[b" "] } else { &[b"_1 ", b"1 "] };
+            let ends: &[&[u8]] = if g.pending_time().is_some() {
+                &[b" "]
+            } else {
+                &[b"_1 ", b"1 "]
+            };
             return ends.iter().any(|end| {
                 let mut text = end.to_vec();
                 text.extend_from_slice(&closure);
@@ -331,7 +347,13 @@ impl MaskState {
 }
 
 fn off_item(p: u8) -> [u8; 5] {
-    [b'0', b'-', b'0' + p / 100, b'0' + (p / 10) % 10, b'0' + p % 10]
+    [
+        b'0',
+        b'-',
+        b'0' + p / 100,
+        b'0' + (p / 10) % 10,
+        b'0' + p % 10,
+    ]
 }
 
 fn closure_text(pitches: u128) -> Vec<u8> {
@@ -434,7 +456,10 @@ pub fn allowed_tokens(
 
 /// The allowed tokens under the grammar alone (no policy): the first fallback.
 pub fn grammar_only_tokens(trie: &VocabTrie, state: &MaskState, out: &mut Vec<u32>) {
-    let loose = Policy { max_note_ticks: u64::MAX / 4, max_polyphony: 128 };
+    let loose = Policy {
+        max_note_ticks: u64::MAX / 4,
+        max_polyphony: 128,
+    };
     allowed_tokens(trie, state, &loose, &Deadlines::default(), out);
 }
 
@@ -471,7 +496,10 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 1.0, top_p: 0.95 }
+        Self {
+            temperature: 1.0,
+            top_p: 0.95,
+        }
     }
 }
 
@@ -498,7 +526,11 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(params: SamplingParams, seed: u64) -> Result<Self> {
         params.validate()?;
-        Ok(Self { params, rng: ChaCha8Rng::seed_from_u64(seed), scratch: Vec::new() })
+        Ok(Self {
+            params,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            scratch: Vec::new(),
+        })
     }
 
     pub fn params(&self) -> &SamplingParams {
@@ -508,7 +540,10 @@ impl Sampler {
     /// One token from `allowed` (non-empty) by `logits`. `None` if `allowed` is empty.
     pub fn sample(&mut self, logits: &[f32], allowed: &[u32]) -> Option<u32> {
         let logit = |id: u32| -> f64 {
-            let l = logits.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY);
+            let l = logits
+                .get(id as usize)
+                .copied()
+                .unwrap_or(f32::NEG_INFINITY);
             if l.is_nan() {
                 f64::NEG_INFINITY
             } else {
@@ -526,7 +561,10 @@ impl Sampler {
             return Some(best);
         }
         let t = f64::from(self.params.temperature);
-        let max = allowed.iter().map(|&id| logit(id)).fold(f64::NEG_INFINITY, f64::max);
+        let max = allowed
+            .iter()
+            .map(|&id| logit(id))
+            .fold(f64::NEG_INFINITY, f64::max);
         self.scratch.clear();
         if max == f64::NEG_INFINITY {
             // Nothing has a finite logit: uniform over the allowed set.
@@ -544,7 +582,8 @@ impl Sampler {
             }
         }
         // Most likely first; ties by id, so the order never depends on the input order.
-        self.scratch.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        self.scratch
+            .sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let top_p = f64::from(self.params.top_p);
         let mut kept = 0;
         let mut mass = 0.0;
@@ -573,7 +612,10 @@ mod tests {
     use crate::events::{Grammar, LanguageParams};
 
     fn policy() -> Policy {
-        Policy { max_note_ticks: 48, max_polyphony: 2 }
+        Policy {
+            max_note_ticks: 48,
+            max_polyphony: 2,
+        }
     }
 
     fn state(text: &[u8]) -> MaskState {
@@ -613,7 +655,7 @@ mod tests {
         assert!(s.accepts(b"P_24 0-060", &p, &d));
         assert!(s.accepts(b"P_24 0-060 P_12", &p, &d));
         assert!(s.accepts(b"P_12 P_2 0-060", &p, &d)); // closing early is fine too
-        // At the deadline only an instant that writes the off may come.
+                                                       // At the deadline only an instant that writes the off may come.
         let s = state(b"0+060e P_48 ");
         assert!(!s.accepts(b"0+062e", &p, &d));
         assert!(!s.accepts(b"P", &p, &d));
@@ -633,7 +675,10 @@ mod tests {
         // C4 due at 48, but the instant at 48 already holds a channel-1 item after its place.
         let mut g = GrammarState::from_events_prefix(
             LanguageParams::default(),
-            &[crate::events::NoteEvent::on(0, 0, 60, 4), crate::events::NoteEvent::on(48, 1, 30, 1)],
+            &[
+                crate::events::NoteEvent::on(0, 0, 60, 4),
+                crate::events::NoteEvent::on(48, 1, 30, 1),
+            ],
         );
         g.feed(b"").unwrap();
         let s = MaskState::new(g, b"");
@@ -652,8 +697,17 @@ mod tests {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
         let allowed: Vec<u32> = vec![3, 7, 11, 20, 41];
         let run = |seed| {
-            let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_p: 1.0 }, seed).unwrap();
-            (0..200).map(|_| s.sample(&logits, &allowed).unwrap()).collect::<Vec<_>>()
+            let mut s = Sampler::new(
+                SamplingParams {
+                    temperature: 1.0,
+                    top_p: 1.0,
+                },
+                seed,
+            )
+            .unwrap();
+            (0..200)
+                .map(|_| s.sample(&logits, &allowed).unwrap())
+                .collect::<Vec<_>>()
         };
         let a = run(5);
         assert_eq!(a, run(5));
@@ -663,19 +717,57 @@ mod tests {
         for t in &allowed {
             assert!(a.contains(t), "{t} never sampled");
         }
-        let mut greedy = Sampler::new(SamplingParams { temperature: 0.0, top_p: 1.0 }, 0).unwrap();
-        let best = *allowed.iter().max_by(|a, b| logits[**a as usize].total_cmp(&logits[**b as usize])).unwrap();
+        let mut greedy = Sampler::new(
+            SamplingParams {
+                temperature: 0.0,
+                top_p: 1.0,
+            },
+            0,
+        )
+        .unwrap();
+        let best = *allowed
+            .iter()
+            .max_by(|a, b| logits[**a as usize].total_cmp(&logits[**b as usize]))
+            .unwrap();
         assert_eq!(greedy.sample(&logits, &allowed), Some(best));
         // A tiny top-p keeps only the most likely token.
-        let mut nucleus = Sampler::new(SamplingParams { temperature: 1.0, top_p: 1e-6 }, 1).unwrap();
+        let mut nucleus = Sampler::new(
+            SamplingParams {
+                temperature: 1.0,
+                top_p: 1e-6,
+            },
+            1,
+        )
+        .unwrap();
         assert!((0..50).all(|_| nucleus.sample(&logits, &allowed) == Some(best)));
         assert_eq!(greedy.sample(&logits, &[]), None);
     }
 
     #[test]
     fn bad_sampling_params_are_refused() {
-        assert!(Sampler::new(SamplingParams { temperature: -1.0, top_p: 0.9 }, 0).is_err());
-        assert!(Sampler::new(SamplingParams { temperature: 1.0, top_p: 0.0 }, 0).is_err());
-        assert!(Sampler::new(SamplingParams { temperature: 1.0, top_p: 1.5 }, 0).is_err());
+        assert!(Sampler::new(
+            SamplingParams {
+                temperature: -1.0,
+                top_p: 0.9
+            },
+            0
+        )
+        .is_err());
+        assert!(Sampler::new(
+            SamplingParams {
+                temperature: 1.0,
+                top_p: 0.0
+            },
+            0
+        )
+        .is_err());
+        assert!(Sampler::new(
+            SamplingParams {
+                temperature: 1.0,
+                top_p: 1.5
+            },
+            0
+        )
+        .is_err());
     }
 }

@@ -23,8 +23,8 @@ use crate::context::{Context, ContextConfig, ContextStats};
 use crate::events::{EventKind, LanguageParams, NoteEvent};
 use crate::model::Olmo2;
 use crate::sampler::{
-    allowed_tokens, fallback_text, grammar_only_tokens, MaskState, Policy, Sampler,
-    SamplingParams, TokenTable, VocabTrie,
+    allowed_tokens, fallback_text, grammar_only_tokens, MaskState, Policy, Sampler, SamplingParams,
+    TokenTable, VocabTrie,
 };
 
 /// How the session plays.
@@ -52,7 +52,10 @@ impl SessionConfig {
         Self {
             lookahead_ticks: tpq,
             release_ticks: (tpq / 6).max(1),
-            policy: Policy { max_note_ticks: 8 * tpq, max_polyphony: 8 },
+            policy: Policy {
+                max_note_ticks: 8 * tpq,
+                max_polyphony: 8,
+            },
             sampling: SamplingParams::default(),
             seed: 0,
             context: ContextConfig::for_limit(512),
@@ -61,20 +64,29 @@ impl SessionConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.lookahead_ticks >= 1, "the lookahead must be at least one tick");
+        ensure!(
+            self.lookahead_ticks >= 1,
+            "the lookahead must be at least one tick"
+        );
         ensure!(
             self.release_ticks <= self.lookahead_ticks,
             "events are released at most the lookahead ({} ticks) ahead, got {}",
             self.lookahead_ticks,
             self.release_ticks
         );
-        ensure!(self.policy.max_note_ticks >= 1, "the longest note must be at least one tick");
+        ensure!(
+            self.policy.max_note_ticks >= 1,
+            "the longest note must be at least one tick"
+        );
         ensure!(
             (1..=128).contains(&self.policy.max_polyphony),
             "polyphony must be between 1 and 128, got {}",
             self.policy.max_polyphony
         );
-        ensure!(self.max_steps_per_advance >= 1, "an advance must be allowed at least one step");
+        ensure!(
+            self.max_steps_per_advance >= 1,
+            "an advance must be allowed at least one step"
+        );
         self.sampling.validate()?;
         self.context.validate()
     }
@@ -151,8 +163,11 @@ impl Engine {
         let mut out = Vec::new();
         for (kind, name) in [("GENRE", genre), ("PART", part)] {
             let prefix = format!("[{kind}_");
-            let known: Vec<&String> =
-                self.meta_tokens.iter().filter(|t| t.starts_with(&prefix)).collect();
+            let known: Vec<&String> = self
+                .meta_tokens
+                .iter()
+                .filter(|t| t.starts_with(&prefix))
+                .collect();
             match name {
                 Some(n) => {
                     let word = format!("[{kind}_{}]", n.to_ascii_uppercase());
@@ -163,7 +178,11 @@ impl Engine {
                         if known.is_empty() {
                             "none".to_string()
                         } else {
-                            known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+                            known
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(" ")
                         }
                     );
                     out.push(word);
@@ -237,7 +256,10 @@ impl Session {
     }
 
     pub fn stats(&self) -> SessionStats {
-        SessionStats { context: self.ctx.stats().clone(), ..self.stats.clone() }
+        SessionStats {
+            context: self.ctx.stats().clone(),
+            ..self.stats.clone()
+        }
     }
 
     /// The tick the model's text has reached.
@@ -293,7 +315,9 @@ impl Session {
     }
 
     fn release(&mut self, now: u64) -> Vec<NoteEvent> {
-        let out = self.ctx.release_until(now.saturating_add(self.cfg.release_ticks));
+        let out = self
+            .ctx
+            .release_until(now.saturating_add(self.cfg.release_ticks));
         for e in &out {
             if e.tick < now {
                 self.stats.late += 1;
@@ -368,7 +392,13 @@ impl Session {
         let state = MaskState::new(*self.ctx.grammar(), self.ctx.current_word());
         let mut deadlines = self.ctx.deadlines(self.cfg.policy.max_note_ticks);
         self.stats.deadlines_relaxed += deadlines.relax_for(&state, &self.cfg.policy) as u64;
-        allowed_tokens(&self.engine.trie, &state, &self.cfg.policy, &deadlines, &mut self.allowed);
+        allowed_tokens(
+            &self.engine.trie,
+            &state,
+            &self.cfg.policy,
+            &deadlines,
+            &mut self.allowed,
+        );
         if self.allowed.is_empty() {
             self.stats.fallbacks += 1;
             grammar_only_tokens(&self.engine.trie, &state, &mut self.allowed);

@@ -53,7 +53,12 @@ impl FixedTempo {
         if tpq == 0 {
             return Err(TempoError::Tpq(tpq));
         }
-        Ok(Self { bpm, tpq, rate, origin: 0 })
+        Ok(Self {
+            bpm,
+            tpq,
+            rate,
+            origin: 0,
+        })
     }
 
     /// The same tempo with tick 0 at `frame`.
@@ -89,7 +94,11 @@ impl Tempo for FixedTempo {
         }
         let frames = (tick / self.ticks_per_second() * f64::from(self.rate)).ceil();
         // Saturate instead of wrapping for absurd ticks.
-        let frames = if frames >= u64::MAX as f64 { u64::MAX } else { frames as u64 };
+        let frames = if frames >= u64::MAX as f64 {
+            u64::MAX
+        } else {
+            frames as u64
+        };
         self.origin.saturating_add(frames)
     }
 
@@ -112,7 +121,9 @@ mod tests {
 
     #[test]
     fn origin_shifts_tick_zero() {
-        let t = FixedTempo::new(60.0, 24, 1_000_000).unwrap().with_origin(500);
+        let t = FixedTempo::new(60.0, 24, 1_000_000)
+            .unwrap()
+            .with_origin(500);
         assert_eq!(t.ticks_at(0), 0.0);
         assert_eq!(t.ticks_at(500), 0.0);
         assert_eq!(t.ticks_at(500 + 1_000_000), 24.0);

@@ -26,14 +26,24 @@ fn new_context(engine: &Engine, cfg: ContextConfig) -> Context {
 }
 
 fn policy() -> Policy {
-    Policy { max_note_ticks: 96, max_polyphony: 6 }
+    Policy {
+        max_note_ticks: 96,
+        max_polyphony: 6,
+    }
 }
 
 fn assert_matches_fresh_prefill(ctx: &Context, engine: &Engine, what: &str) {
     let tokens = ctx.tokens();
-    assert_eq!(ctx.cache_len(), tokens.len(), "{what}: the cache holds the whole context");
+    assert_eq!(
+        ctx.cache_len(),
+        tokens.len(),
+        "{what}: the cache holds the whole context"
+    );
     let diff = max_abs_diff(ctx.logits(), &fresh_logits(engine, &tokens));
-    assert!(diff < TOLERANCE, "{what}: logits differ from a fresh prefill by {diff}");
+    assert!(
+        diff < TOLERANCE,
+        "{what}: logits differ from a fresh prefill by {diff}"
+    );
 }
 
 /// Distinct ticks of the tentative events, ascending.
@@ -50,9 +60,16 @@ fn a_prefix_cut_leaves_the_logits_of_a_fresh_prefill() {
     let mut cuts_checked = 0;
     for seed in 0..6u64 {
         let mut ctx = new_context(engine, ContextConfig::for_limit(512));
-        let mut sampler =
-            Sampler::new(SamplingParams { temperature: 1.0, top_p: 1.0 }, seed).unwrap();
-        ctx.insert_human(&[NoteEvent::on(0, 1, 60, 4), NoteEvent::on(0, 2, 48, 3)]).unwrap();
+        let mut sampler = Sampler::new(
+            SamplingParams {
+                temperature: 1.0,
+                top_p: 1.0,
+            },
+            seed,
+        )
+        .unwrap();
+        ctx.insert_human(&[NoteEvent::on(0, 1, 60, 4), NoteEvent::on(0, 2, 48, 3)])
+            .unwrap();
         assert_matches_fresh_prefill(&ctx, engine, "after the first human events");
         // Generate until the model has tentative events at three distinct ticks or more.
         let mut n = 0;
@@ -61,24 +78,42 @@ fn a_prefix_cut_leaves_the_logits_of_a_fresh_prefill() {
             n += 1;
         }
         let ticks = tentative_ticks(&ctx);
-        assert!(ticks.len() >= 3, "seed {seed}: the model wrote too few events in {n} tokens");
+        assert!(
+            ticks.len() >= 3,
+            "seed {seed}: the model wrote too few events in {n} tokens"
+        );
         assert_matches_fresh_prefill(&ctx, engine, "after generation");
 
         // The first instant's events go out; a human plays at the second one's tick (same
         // instant: it must be cut too), or one tick before it.
         let released = ctx.release_until(ticks[0]);
         assert!(!released.is_empty());
-        let t = if seed % 2 == 0 { ticks[1] } else { ticks[1] - 1 }.max(ticks[0] + 1);
+        let t = if seed % 2 == 0 {
+            ticks[1]
+        } else {
+            ticks[1] - 1
+        }
+        .max(ticks[0] + 1);
         let tokens_before = ctx.len();
         let cuts_before = ctx.stats().prefix_cuts;
         let human = NoteEvent::off(t, 1, 60);
         ctx.insert_human(&[human]).unwrap();
 
-        assert_eq!(ctx.stats().prefix_cuts, cuts_before + 1, "seed {seed}: no prefix cut");
-        assert!(ctx.tentative().all(|e| e.tick < t), "seed {seed}: a tentative event at or after {t} survived");
+        assert_eq!(
+            ctx.stats().prefix_cuts,
+            cuts_before + 1,
+            "seed {seed}: no prefix cut"
+        );
+        assert!(
+            ctx.tentative().all(|e| e.tick < t),
+            "seed {seed}: a tentative event at or after {t} survived"
+        );
         let events: Vec<NoteEvent> = ctx.events().iter().map(|e| e.event).collect();
         for r in &released {
-            assert!(events.contains(r), "seed {seed}: released {r:?} was taken back");
+            assert!(
+                events.contains(r),
+                "seed {seed}: released {r:?} was taken back"
+            );
         }
         assert!(events.contains(&human));
         assert!(ctx.len() <= tokens_before + 8);
@@ -101,7 +136,8 @@ fn human_input_at_the_end_appends_without_a_cut() {
     let mut ctx = new_context(engine, ContextConfig::for_limit(512));
     ctx.insert_human(&[NoteEvent::on(0, 3, 50, 2)]).unwrap();
     let before = ctx.tokens();
-    ctx.insert_human(&[NoteEvent::off(30, 3, 50), NoteEvent::on(30, 3, 52, 2)]).unwrap();
+    ctx.insert_human(&[NoteEvent::off(30, 3, 50), NoteEvent::on(30, 3, 52, 2)])
+        .unwrap();
     assert_eq!(ctx.stats().prefix_cuts, 0);
     assert!(ctx.tokens().starts_with(&before));
     assert_eq!(
@@ -120,9 +156,17 @@ fn flushes_keep_the_header_cut_at_a_word_and_match_a_fresh_prefill() {
     let header = engine.header(None, None).unwrap();
     let mut cfg = SessionConfig::defaults(&params);
     cfg.seed = 3;
-    cfg.sampling = SamplingParams { temperature: 1.0, top_p: 1.0 };
+    cfg.sampling = SamplingParams {
+        temperature: 1.0,
+        top_p: 1.0,
+    };
     cfg.policy = policy();
-    cfg.context = ContextConfig { limit: 64, flush_start: 48, keep: 32, step_chunk: 2 };
+    cfg.context = ContextConfig {
+        limit: 64,
+        flush_start: 48,
+        keep: 32,
+        step_chunk: 2,
+    };
     cfg.max_steps_per_advance = 1;
     let mut session = Session::new(engine.clone(), &header, cfg).unwrap();
     let header_tokens = session.context().header_tokens().to_vec();
@@ -156,10 +200,15 @@ fn flushes_keep_the_header_cut_at_a_word_and_match_a_fresh_prefill() {
             let is_time = first_word.starts_with(b"P_");
             let is_instant = first_word.first().is_some_and(|b| b.is_ascii_hexdigit());
             assert!(is_time || is_instant, "first kept word {first_word:?}");
-            assert!(ctx.len() <= 48, "a flush kept {} of 64 tokens", ctx.len());
+            // The cut kept at most 32 tokens; what came in while the new cache was built is
+            // added, and the swap leaves room under the 64-token limit.
+            assert!(ctx.len() <= 56, "a flush kept {} of 64 tokens", ctx.len());
             assert_body_consistent(ctx);
             assert_matches_fresh_prefill(ctx, engine, "right after a flush");
-            assert!(ctx.stats().tokens_generated > tokens_at_last_flush, "generation goes on");
+            assert!(
+                ctx.stats().tokens_generated > tokens_at_last_flush,
+                "generation goes on"
+            );
             tokens_at_last_flush = ctx.stats().tokens_generated;
             swaps_checked += 1;
         } else if step.is_multiple_of(25) {
@@ -171,11 +220,20 @@ fn flushes_keep_the_header_cut_at_a_word_and_match_a_fresh_prefill() {
         }
         step += 1;
     }
-    assert!(swaps_checked >= 3, "only {swaps_checked} flushes in the run");
-    assert!(max_len <= 64, "the cache held {max_len} tokens, over the limit");
+    assert!(
+        swaps_checked >= 3,
+        "only {swaps_checked} flushes in the run"
+    );
+    assert!(
+        max_len <= 64,
+        "the cache held {max_len} tokens, over the limit"
+    );
     let stats = session.stats();
     assert_eq!(stats.fallbacks, 0);
-    assert!(stats.context.prefix_cuts > 0, "the human part never cut the model's text");
+    assert!(
+        stats.context.prefix_cuts > 0,
+        "the human part never cut the model's text"
+    );
 }
 
 #[test]

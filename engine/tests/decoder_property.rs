@@ -39,8 +39,14 @@ fn run(case: &Case) -> Outcome {
     let params = engine.params;
     let mut cfg = SessionConfig::defaults(&params);
     cfg.seed = case.seed;
-    cfg.sampling = SamplingParams { temperature: case.temperature, top_p: case.top_p };
-    cfg.policy = Policy { max_note_ticks: case.max_note_ticks, max_polyphony: case.max_polyphony };
+    cfg.sampling = SamplingParams {
+        temperature: case.temperature,
+        top_p: case.top_p,
+    };
+    cfg.policy = Policy {
+        max_note_ticks: case.max_note_ticks,
+        max_polyphony: case.max_polyphony,
+    };
     cfg.context = case.context;
     let header = engine.header(None, None).unwrap();
     let mut session = Session::new(engine.clone(), &header, cfg).unwrap();
@@ -55,7 +61,9 @@ fn run(case: &Case) -> Outcome {
             session.human(human[next]);
             next += 1;
         }
-        let released = session.advance(now).unwrap_or_else(|e| panic!("{}: {e:#}", case.name));
+        let released = session
+            .advance(now)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", case.name));
         model.extend(released);
         if session.is_ahead(now) {
             session.idle(8).unwrap();
@@ -67,7 +75,10 @@ fn run(case: &Case) -> Outcome {
     let name = case.name;
 
     assert_eq!(stats.fallbacks, 0, "{name}: the mask was empty");
-    assert!(model.iter().all(|e| e.channel == 0), "{name}: the model played off channel 0");
+    assert!(
+        model.iter().all(|e| e.channel == 0),
+        "{name}: the model played off channel 0"
+    );
 
     // Every channel-0 note-on has its note-off, and no note is longer than the limit.
     let mut on: [Option<u64>; 128] = [None; 128];
@@ -78,12 +89,17 @@ fn run(case: &Case) -> Outcome {
         let slot = &mut on[usize::from(e.pitch)];
         match e.kind {
             EventKind::On { .. } => {
-                assert!(slot.is_none(), "{name}: second note-on of a sounding pitch: {e:?}");
+                assert!(
+                    slot.is_none(),
+                    "{name}: second note-on of a sounding pitch: {e:?}"
+                );
                 *slot = Some(e.tick);
                 notes += 1;
             }
             EventKind::Off => {
-                let start = slot.take().unwrap_or_else(|| panic!("{name}: note-off of a silent pitch: {e:?}"));
+                let start = slot
+                    .take()
+                    .unwrap_or_else(|| panic!("{name}: note-off of a silent pitch: {e:?}"));
                 let len = e.tick - start;
                 assert!(
                     len <= case.max_note_ticks + 1,
@@ -94,7 +110,10 @@ fn run(case: &Case) -> Outcome {
             }
         }
     }
-    assert!(on.iter().all(Option::is_none), "{name}: notes left sounding after stop()");
+    assert!(
+        on.iter().all(Option::is_none),
+        "{name}: notes left sounding after stop()"
+    );
 
     // The whole performance, human and model, is text the strict parser accepts, unchanged.
     let mut all: Vec<NoteEvent> = human.iter().chain(model.iter()).copied().collect();
@@ -123,7 +142,12 @@ fn sampled_text_never_hangs_or_breaks_a_note() {
             top_p: 1.0,
             max_polyphony: 4,
             max_note_ticks: 24,
-            context: ContextConfig { limit: 96, flush_start: 72, keep: 48, step_chunk: 4 },
+            context: ContextConfig {
+                limit: 96,
+                flush_start: 72,
+                keep: 48,
+                step_chunk: 4,
+            },
             human: Some(("bach-bwv1.6.mid", 480)),
             ticks: 500,
         },
@@ -145,7 +169,12 @@ fn sampled_text_never_hangs_or_breaks_a_note() {
             top_p: 0.9,
             max_polyphony: 1,
             max_note_ticks: 6,
-            context: ContextConfig { limit: 128, flush_start: 96, keep: 64, step_chunk: 8 },
+            context: ContextConfig {
+                limit: 128,
+                flush_start: 96,
+                keep: 64,
+                step_chunk: 8,
+            },
             human: Some(("beach-prayer_of_a_tired_child.mid", 400)),
             ticks: 420,
         },
@@ -156,7 +185,12 @@ fn sampled_text_never_hangs_or_breaks_a_note() {
             top_p: 1.0,
             max_polyphony: 2,
             max_note_ticks: 12,
-            context: ContextConfig { limit: 48, flush_start: 36, keep: 24, step_chunk: 2 },
+            context: ContextConfig {
+                limit: 48,
+                flush_start: 36,
+                keep: 24,
+                step_chunk: 2,
+            },
             human: Some(("bach-bwv1.6.mid", 300)),
             ticks: 320,
         },
@@ -176,5 +210,8 @@ fn sampled_text_never_hangs_or_breaks_a_note() {
         cuts += o.cuts;
     }
     assert!(tokens >= 2000, "only {tokens} tokens sampled");
-    assert!(flushes >= 5 && cuts >= 20, "{flushes} flushes, {cuts} cuts: the cases missed the policy");
+    assert!(
+        flushes >= 5 && cuts >= 20,
+        "{flushes} flushes, {cuts} cuts: the cases missed the policy"
+    );
 }

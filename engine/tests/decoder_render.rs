@@ -37,14 +37,21 @@ fn render(bundle: &Path, input: &Path, out: &Path, extra: &[&str]) -> Output {
 }
 
 fn ok(out: &Output) {
-    assert!(out.status.success(), "render failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "render failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn one_line_error(out: &Output) -> String {
     assert_eq!(out.status.code(), Some(1), "exit code");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(err.lines().count(), 1, "stderr is not one line: {err:?}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
     err
 }
 
@@ -90,9 +97,23 @@ fn one_seed_renders_byte_identical_files_with_closed_channel0_notes() {
     let report = dir.join("report.json");
     let args = ["--seed", "7", "--context", "96", "--report", s(&report)];
     ok(&render(&bundle, &input, &a, &args));
-    ok(&render(&bundle, &input, &b, &["--seed", "7", "--context", "96"]));
-    ok(&render(&bundle, &input, &c, &["--seed", "8", "--context", "96"]));
-    let (a, b, c) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), std::fs::read(c).unwrap());
+    ok(&render(
+        &bundle,
+        &input,
+        &b,
+        &["--seed", "7", "--context", "96"],
+    ));
+    ok(&render(
+        &bundle,
+        &input,
+        &c,
+        &["--seed", "8", "--context", "96"],
+    ));
+    let (a, b, c) = (
+        std::fs::read(a).unwrap(),
+        std::fs::read(b).unwrap(),
+        std::fs::read(c).unwrap(),
+    );
     assert_eq!(a, b, "two runs with one seed differ");
     assert_ne!(a, c, "two seeds gave the same file");
 
@@ -129,9 +150,16 @@ fn channel0_of_the_input_is_the_models_part() {
     let input = dir.join("in.mid");
     std::fs::write(&input, events_to_midi(&events, &params, 120.0)).unwrap();
     let out = dir.join("out.mid");
-    ok(&render(&bundle, &input, &out, &["--temperature", "0", "--max-polyphony", "2"]));
+    ok(&render(
+        &bundle,
+        &input,
+        &out,
+        &["--temperature", "0", "--max-polyphony", "2"],
+    ));
     let back = encode_midi_bytes(&std::fs::read(&out).unwrap(), &params).unwrap();
-    assert!(!back.iter().any(|e| e.channel == 0 && e.pitch == 100 && e.tick == 0 && e.is_on()));
+    assert!(!back
+        .iter()
+        .any(|e| e.channel == 0 && e.pitch == 100 && e.tick == 0 && e.is_on()));
 }
 
 #[test]
@@ -146,7 +174,16 @@ fn the_wall_clock_runs_in_real_time_and_reports_lateness() {
         &bundle,
         &input,
         &out,
-        &["--clock", "wall", "--bpm", "240", "--tail-ticks", "24", "--report", s(&report)],
+        &[
+            "--clock",
+            "wall",
+            "--bpm",
+            "240",
+            "--tail-ticks",
+            "24",
+            "--report",
+            s(&report),
+        ],
     ));
     // 96 + 24 ticks at 240 BPM (96 ticks a second) take at least 1.25 s of real time.
     assert!(started.elapsed().as_secs_f64() >= 1.2);
@@ -174,7 +211,10 @@ fn bad_input_is_one_line_on_stderr() {
     assert!(err.contains("not.mid"), "{err}");
 
     let err = one_line_error(&render(&bundle, &input, &out, &["--genre", "polka"]));
-    assert!(err.contains("[GENRE_POLKA]") && err.contains("[GENRE_CHORALE]"), "{err}");
+    assert!(
+        err.contains("[GENRE_POLKA]") && err.contains("[GENRE_CHORALE]"),
+        "{err}"
+    );
 
     let err = one_line_error(&render(&bundle, &input, &out, &["--top-p", "0"]));
     assert!(err.contains("top-p"), "{err}");

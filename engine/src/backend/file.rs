@@ -89,10 +89,16 @@ pub fn render(
     params: &LanguageParams,
     opts: &RenderOptions,
 ) -> Result<RenderOutput> {
-    ensure!(opts.idle_chunk >= 1, "the idle chunk must be at least one token");
+    ensure!(
+        opts.idle_chunk >= 1,
+        "the idle chunk must be at least one token"
+    );
     let mut human: Vec<NoteEvent> = input.iter().copied().filter(|e| e.channel != 0).collect();
     human.sort();
-    let end_tick = human.last().map_or(0, |e| e.tick).saturating_add(opts.tail_ticks);
+    let end_tick = human
+        .last()
+        .map_or(0, |e| e.tick)
+        .saturating_add(opts.tail_ticks);
     let tempo = FixedTempo::new(opts.bpm, params.ticks_per_quarter, 1_000_000)?;
     let started = Instant::now();
     let mut model = Vec::new();
@@ -170,7 +176,11 @@ pub fn render(
             Clock::Wall => late.count,
         },
         late_max_ms: late.max_ms,
-        late_mean_ms: if late.count > 0 { late.sum_ms / late.count as f64 } else { 0.0 },
+        late_mean_ms: if late.count > 0 {
+            late.sum_ms / late.count as f64
+        } else {
+            0.0
+        },
         flushes: stats.context.flushes,
         flush_stalls: stats.context.flush_stalls,
         prefix_cuts: stats.context.prefix_cuts,
@@ -181,7 +191,12 @@ pub fn render(
         seconds,
         session: stats,
     };
-    Ok(RenderOutput { human, model, end_tick, report })
+    Ok(RenderOutput {
+        human,
+        model,
+        end_tick,
+        report,
+    })
 }
 
 #[derive(Debug, Default)]
@@ -203,6 +218,11 @@ impl Lateness {
 pub fn output_midi(out: &RenderOutput, params: &LanguageParams, bpm: f64) -> Vec<u8> {
     let mut all: Vec<NoteEvent> = out.human.iter().chain(out.model.iter()).copied().collect();
     all.sort();
-    let end = all.iter().map(|e| e.tick).max().unwrap_or(0).max(out.end_tick);
+    let end = all
+        .iter()
+        .map(|e| e.tick)
+        .max()
+        .unwrap_or(0)
+        .max(out.end_tick);
     events_to_midi_until(&all, params, bpm, end)
 }

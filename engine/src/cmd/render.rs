@@ -85,7 +85,9 @@ pub fn run(args: RenderArgs) -> Result<()> {
         args.bpm
     );
     let input_name = args.input.display().to_string();
-    let bytes = std::fs::read(&args.input).context("cannot read the file").context(input_name.clone())?;
+    let bytes = std::fs::read(&args.input)
+        .context("cannot read the file")
+        .context(input_name.clone())?;
     let bundle = Bundle::load(&args.bundle)?;
     let model = Olmo2::load(&bundle, &Device::Cpu)
         .with_context(|| format!("loading the model of {}", args.bundle.display()))?;
@@ -97,10 +99,15 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let tpq = u64::from(params.ticks_per_quarter);
     let mut cfg = SessionConfig::defaults(&params);
     cfg.seed = args.seed;
-    cfg.sampling = SamplingParams { temperature: args.temperature, top_p: args.top_p };
+    cfg.sampling = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+    };
     cfg.context = ContextConfig::for_limit(args.context);
     cfg.lookahead_ticks = args.lookahead_ticks.unwrap_or(cfg.lookahead_ticks);
-    cfg.release_ticks = args.release_ticks.unwrap_or(cfg.release_ticks.min(cfg.lookahead_ticks));
+    cfg.release_ticks = args
+        .release_ticks
+        .unwrap_or(cfg.release_ticks.min(cfg.lookahead_ticks));
     cfg.policy = Policy {
         max_note_ticks: args.max_note_ticks.unwrap_or(cfg.policy.max_note_ticks),
         max_polyphony: args.max_polyphony,
@@ -121,7 +128,11 @@ pub fn run(args: RenderArgs) -> Result<()> {
     };
     let out = render(&mut session, &input, &params, &opts)?;
     let midi = output_midi(&out, &params, args.bpm);
-    ensure!(!midi.is_empty(), "{}: the piece is too long for a MIDI file", args.output.display());
+    ensure!(
+        !midi.is_empty(),
+        "{}: the piece is too long for a MIDI file",
+        args.output.display()
+    );
     std::fs::write(&args.output, midi)
         .context("cannot write the file")
         .with_context(|| args.output.display().to_string())?;

@@ -154,6 +154,7 @@ pub fn run_with_control(
                     tempo: &mut tempo,
                     horizon_frames: &mut cfg.horizon_frames,
                     pending_out: &mut state.pending,
+                    output: &mut output,
                     last_frame: &mut state.last_frame,
                     now: shared.now_frame(),
                 });

@@ -246,6 +246,8 @@ pub struct LoopState<'a> {
     pub horizon_frames: &'a mut u64,
     /// Released events waiting for the output ring (the stop note-offs join them).
     pub pending_out: &'a mut VecDeque<OutEvent>,
+    /// The ring to the real-time side (the stop note-offs go in at once).
+    pub output: &'a mut rtrb::Producer<OutEvent>,
     /// Frame of the last event queued for output (the queue stays sorted).
     pub last_frame: &'a mut u64,
     /// The decoder thread's "now".
@@ -370,13 +372,21 @@ impl Switcher {
         debug_assert_eq!(p.generation, self.generation);
         let Built { session, engine, spec, key, header, loaded } = built;
         let tempo = &*st.tempo;
-        // 1. note-offs for everything the old session released and did not close
-        let now_tick = tempo.ticks_at(st.now).floor() as u64;
-        let offs = st.session.stop(now_tick);
+        // 1. note-offs for everything the old session released and did not close, due one
+        //    release horizon from now (so they reach the real-time side in time) and queued
+        //    for it at once
+        let stop_tick = tempo.ticks_at(st.now + *st.horizon_frames).ceil() as u64;
+        let offs = st.session.stop(stop_tick);
         for ev in &offs {
             let due = tempo.frame_at(ev.tick as f64).max(*st.last_frame);
             *st.last_frame = due;
             st.pending_out.push_back(OutEvent::note_off(due, ev.pitch));
+        }
+        while let Some(ev) = st.pending_out.front().copied() {
+            if st.output.push(ev).is_err() {
+                break; // the ring is full: the decoder loop pushes the rest, in order
+            }
+            st.pending_out.pop_front();
         }
         // 2. the new tick 0: the old map's next beat at or after the note-offs
         let start = st.now.max(*st.last_frame);

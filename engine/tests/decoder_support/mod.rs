@@ -35,7 +35,10 @@ pub fn random_bundle(seed: u64) -> PathBuf {
     if dir.join("midicopilot.json").is_file() {
         return dir;
     }
-    let tmp = root.join(format!("decoder-random-bundle-s{seed}-{}", std::process::id()));
+    let tmp = root.join(format!(
+        "decoder-random-bundle-s{seed}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&tmp);
     let script = format!(
         "import sys; sys.path.insert(0, {tests:?}); \
@@ -45,9 +48,10 @@ pub fn random_bundle(seed: u64) -> PathBuf {
         tests = repo_tests_dir().display().to_string(),
         tmp = tmp.display().to_string(),
     );
-    let out = Command::new(python()).args(["-c", &script]).output().unwrap_or_else(|e| {
-        panic!("cannot run {} to make a random bundle: {e}", python())
-    });
+    let out = Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} to make a random bundle: {e}", python()));
     assert!(
         out.status.success(),
         "making a random bundle failed (is the project installed: pip install -e .[test]?): {}",
@@ -57,7 +61,11 @@ pub fn random_bundle(seed: u64) -> PathBuf {
     if std::fs::rename(&tmp, &dir).is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
-    assert!(dir.join("midicopilot.json").is_file(), "no bundle at {}", dir.display());
+    assert!(
+        dir.join("midicopilot.json").is_file(),
+        "no bundle at {}",
+        dir.display()
+    );
     dir
 }
 
@@ -100,7 +108,10 @@ pub fn music21_files() -> Vec<PathBuf> {
                 "listing music21 MIDI files failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            String::from_utf8_lossy(&out.stdout).lines().map(PathBuf::from).collect()
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(PathBuf::from)
+                .collect()
         })
         .clone()
 }
@@ -118,8 +129,10 @@ pub fn music21_file(name: &str) -> PathBuf {
 pub fn human_part(path: &Path, params: &LanguageParams, until: u64) -> Vec<NoteEvent> {
     let bytes = std::fs::read(path).expect("read MIDI");
     let events = encode_midi_bytes(&bytes, params).expect("a valid MIDI file");
-    let mut out: Vec<NoteEvent> =
-        events.into_iter().filter(|e| e.channel != 0 && e.tick < until).collect();
+    let mut out: Vec<NoteEvent> = events
+        .into_iter()
+        .filter(|e| e.channel != 0 && e.tick < until)
+        .collect();
     let mut open = std::collections::BTreeMap::new();
     for e in &out {
         if e.is_on() {
@@ -136,14 +149,24 @@ pub fn human_part(path: &Path, params: &LanguageParams, until: u64) -> Vec<NoteE
 }
 
 /// Sample `n` tokens into `ctx` under the mask (as the session does).
-pub fn generate(ctx: &mut Context, engine: &Engine, sampler: &mut Sampler, policy: &Policy, n: usize) {
+pub fn generate(
+    ctx: &mut Context,
+    engine: &Engine,
+    sampler: &mut Sampler,
+    policy: &Policy,
+    n: usize,
+) {
     let mut allowed = Vec::new();
     for _ in 0..n {
         let state = MaskState::new(*ctx.grammar(), ctx.current_word());
         let mut deadlines = ctx.deadlines(policy.max_note_ticks);
         deadlines.relax_for(&state, policy);
         allowed_tokens(&engine.trie, &state, policy, &deadlines, &mut allowed);
-        assert!(!allowed.is_empty(), "empty mask after {:?}", String::from_utf8_lossy(ctx.body_text()));
+        assert!(
+            !allowed.is_empty(),
+            "empty mask after {:?}",
+            String::from_utf8_lossy(ctx.body_text())
+        );
         let id = sampler.sample(ctx.logits(), &allowed).expect("a token");
         ctx.push_token(id).expect("push");
     }
@@ -157,7 +180,10 @@ pub fn fresh_logits(engine: &Engine, tokens: &[u32]) -> Vec<f32> {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// A scratch directory for one test.
@@ -178,7 +204,10 @@ pub fn assert_body_consistent(ctx: &Context) {
         assert!(ctx.events().is_empty());
         return;
     }
-    assert!(text.starts_with(' ') && !text.contains("  "), "body shape: {text:?}");
+    assert!(
+        text.starts_with(' ') && !text.contains("  "),
+        "body shape: {text:?}"
+    );
     let mut words: Vec<&str> = text[1..].split(' ').collect();
     let g = ctx.grammar();
     let last = words.pop().unwrap_or("");
@@ -210,8 +239,16 @@ pub fn assert_body_consistent(ctx: &Context) {
         }
     }
     let base = ctx.base_tick();
-    let got: Vec<NoteEvent> =
-        events.into_iter().map(|e| NoteEvent { tick: e.tick + base, ..e }).collect();
+    let got: Vec<NoteEvent> = events
+        .into_iter()
+        .map(|e| NoteEvent {
+            tick: e.tick + base,
+            ..e
+        })
+        .collect();
     let want: Vec<NoteEvent> = ctx.events().iter().map(|e| e.event).collect();
-    assert_eq!(got, want, "the body text and the event list disagree\nbody: {text:?}");
+    assert_eq!(
+        got, want,
+        "the body text and the event list disagree\nbody: {text:?}"
+    );
 }
