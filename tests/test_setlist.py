@@ -416,7 +416,6 @@ connect = ["^midicopilot-musician:out$"]
     # ... and no note of the old song sounds across a switch: the old song's note-offs all go
     # out at or before the new song's first tick
     notes = _notes(heard)
-    print("XR", r["xruns"], r["written_late"], [(s["name"], s["stop_offs"]) for s in switches])
     # (the switches did find model notes sounding: three voices of a random model hardly rest)
     assert sum(s["stop_offs"] for s in switches) > 0, switches
     for s in switches:

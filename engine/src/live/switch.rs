@@ -8,8 +8,9 @@
 //! the decoder thread between iterations) swaps it in:
 //!
 //! 1. the old session's `stop`: a note-off for every channel-0 note it released and has not
-//!    closed, queued for the real-time side at or after everything already queued — so nothing
-//!    it started can hang, whatever is held when the switch comes;
+//!    closed, due one release horizon from now, at or after everything already queued, pushed to
+//!    the real-time side at once — so nothing it started can hang, whatever is held when the
+//!    switch comes;
 //! 2. the new session's tick 0 is the next beat of the old tempo map at or after those
 //!    note-offs (the beat phase carries over), with the new BPM (for the `transport` and
 //!    `midi_clock` tempo sources, the followed tempo carries over and the new follower locks
