@@ -68,8 +68,9 @@ class DummyJack:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise DemoError(f"jackd exited with {self.proc.returncode} (log: {self.log})")
-            probe = subprocess.run(["jack_wait", "-s", self.name, "-c"], capture_output=True,
-                                   timeout=10)
+            # The server by environment, not `-s`: jack2's tools copy `-s` one byte short.
+            probe = subprocess.run(["jack_wait", "-c"], capture_output=True, timeout=10,
+                                   env={**os.environ, "JACK_DEFAULT_SERVER": self.name})
             if probe.stdout.strip() == b"running":
                 return
             time.sleep(0.1)

@@ -15,6 +15,10 @@ this process, a new client "of server B" silently lands on A. Tests with two ser
 netJACK2 test) therefore run the clients of each server in their own subprocess (`server.env`).
 Readiness is probed with `jack_wait -c` in a subprocess for the same reason, so the probe never
 opens a client in the test process.
+
+The jack2 tools (jack_lsp, jack_wait, jack_load) are told the server through JACK_DEFAULT_SERVER,
+never `-s NAME`: they copy `-s` with `malloc(strlen(name))` + `strcpy`, one byte short, and with a
+24-character name (the 11th server of a test process) jack_lsp dies of a corrupted heap.
 """
 from __future__ import annotations
 
@@ -113,7 +117,7 @@ class JackServer:
     def is_running(self) -> bool:
         """True when a JACK client can reach this server right now."""
         try:
-            out = subprocess.run(["jack_wait", "-s", self.name, "-c"], capture_output=True,
+            out = subprocess.run(["jack_wait", "-c"], capture_output=True,
                                  timeout=10, env=self.env)
         except subprocess.TimeoutExpired:
             return False
@@ -152,7 +156,7 @@ class JackServer:
         if proc is not None and proc.poll() is None:
             for internal in reversed(self._internals):
                 try:
-                    subprocess.run(["jack_unload", internal, self.name], capture_output=True,
+                    subprocess.run(["jack_unload", internal], capture_output=True,
                                    timeout=15, env=self.env)
                 except subprocess.TimeoutExpired:
                     pass
@@ -189,7 +193,7 @@ class JackServer:
 
     def load(self, internal: str, init: str = "", timeout: float = 10.0) -> None:
         """Load an internal client (e.g. `netmanager`) into this server with `jack_load`."""
-        argv = ["jack_load", "-s", self.name, internal]
+        argv = ["jack_load", internal]
         if init:
             argv += ["-i", init]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env)
@@ -200,7 +204,7 @@ class JackServer:
 
     def ports(self) -> list[str]:
         """Port names, listed by `jack_lsp` in a subprocess (safe with several servers up)."""
-        out = subprocess.run(["jack_lsp", "-s", self.name], capture_output=True, text=True,
+        out = subprocess.run(["jack_lsp"], capture_output=True, text=True,
                              timeout=10, env=self.env)
         return [ln.strip() for ln in out.stdout.splitlines() if ln.strip()]
 
