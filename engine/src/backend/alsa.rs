@@ -26,11 +26,11 @@ use anyhow::{bail, Context as _, Result};
 use regex::Regex;
 use serde::Serialize;
 
-use crate::live::clock::{Follower, TempoMap, TempoSource};
-use crate::live::decoder_thread::{self, DecoderConfig};
+use crate::live::clock::TempoSource;
 use crate::live::ports::{Classified, InputFilter, InputMode, NoteSet};
 use crate::live::report::{self, LiveReport, StopReason};
 use crate::live::stats::{Histogram, RtStats};
+use crate::live::supervise::{wait_for_stop, Decoder, StopWhen, Timing};
 use crate::live::switch::Switcher;
 use crate::live::{InEvent, InKind, OutEvent, Shared, MODEL_CHANNEL};
 use crate::session::Session;
@@ -514,7 +514,6 @@ pub fn run(
     if opts.tempo_source == TempoSource::Transport {
         bail!("--tempo-source transport needs JACK transport: use preset or midi_clock with alsa");
     }
-    let tpq = session.context().params().ticks_per_quarter;
     let clock = MicroClock::new();
     let shared = Arc::new(Shared::default());
     let (in_tx, in_rx) = rtrb::RingBuffer::<InEvent>::new(INPUT_RING);
@@ -539,40 +538,21 @@ pub fn run(
     while RtStats::get(&shared.stats.cycles) == 0 {
         std::thread::sleep(Duration::from_micros(200));
     }
-    let origin = shared.now_frame();
-    let map = TempoMap::new(opts.bpm, tpq, RATE, origin).map_err(|e| anyhow::anyhow!("--bpm: {e}"))?;
-    let follower = Follower::new(opts.tempo_source, map);
-    let cfg = DecoderConfig {
-        horizon_frames: (opts.release_horizon_ms * 1e3).round().max(0.0) as u64,
+    let timing = Timing {
+        tempo_source: opts.tempo_source,
+        bpm: opts.bpm,
+        rate: RATE,
+        release_horizon_ms: opts.release_horizon_ms,
         idle_chunk: opts.idle_chunk,
     };
-    let quit = Arc::new(AtomicBool::new(false));
-    let decoder = {
-        let (shared, quit) = (shared.clone(), quit.clone());
-        std::thread::Builder::new()
-            .name("midicopilot-decoder".into())
-            .spawn(move || {
-                decoder_thread::run_with_control(session, follower, in_rx, out_tx, shared, cfg,
-                                                 quit, control)
-            })
-            .context("starting the decoder thread")?
+    let decoder = Decoder::start(session, timing, in_rx, out_tx, shared.clone(), control)?;
+    let when = StopWhen {
+        signal: &signal,
+        command: Some(&command_stop),
+        run_seconds: opts.run_seconds,
+        started,
     };
-
-    let reason = loop {
-        if signal.load(Ordering::Acquire) {
-            break StopReason::Signal;
-        }
-        if command_stop.load(Ordering::Acquire) {
-            break StopReason::Command;
-        }
-        if decoder.is_finished() {
-            break StopReason::DecoderError;
-        }
-        if opts.run_seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s) {
-            break StopReason::RunSeconds;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let reason = wait_for_stop(&when, &shared, &decoder);
     // Stop reading, then note-offs for everything sounding (the timer sends them and ends).
     drop(inputs);
     shared.stop_requested.store(true, Ordering::Release);
@@ -580,11 +560,7 @@ pub fn run(
         Ok(r) => r,
         Err(_) => bail!("the output timer thread panicked"),
     };
-    quit.store(true, Ordering::Release);
-    let stats = match decoder.join() {
-        Ok(s) => s,
-        Err(_) => bail!("the decoder thread panicked"),
-    };
+    let stats = decoder.stop()?;
     drop(outputs);
     let seconds = started.elapsed().as_secs_f64();
     let report: LiveReport = report::build(&shared, stats, opts.client_name.clone(), RATE, 0,

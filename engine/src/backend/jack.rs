@@ -16,11 +16,11 @@ use anyhow::{bail, Context as _, Result};
 use jack::{Client, ClientOptions, ClientStatus, Control, MidiIn, MidiOut, NotificationHandler};
 
 use crate::live::alloc_guard;
-use crate::live::clock::{Follower, TempoMap, TempoSource};
-use crate::live::decoder_thread::{self, DecoderConfig};
+use crate::live::clock::{TempoMap, TempoSource};
 use crate::live::ports::{InputFilter, InputSpec, NoteSet};
-use crate::live::report::{self, LiveReport, StopReason};
+use crate::live::report::{self, LiveReport};
 use crate::live::rt::RtProcess;
+use crate::live::supervise::{wait_for_stop, Decoder, StopWhen, Timing};
 use crate::live::switch::Switcher;
 use crate::live::{FrameClock, InEvent, OutEvent, Shared};
 use crate::session::Session;
@@ -153,43 +153,21 @@ pub fn run_with_control(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let origin = shared.now_frame();
-    let map = TempoMap::new(opts.bpm, tpq, rate, origin).map_err(|e| anyhow::anyhow!("--bpm: {e}"))?;
-    let follower = Follower::new(opts.tempo_source, map);
-    let cfg = DecoderConfig {
-        horizon_frames: (opts.release_horizon_ms / 1e3 * f64::from(rate)).round().max(0.0) as u64,
+    let timing = Timing {
+        tempo_source: opts.tempo_source,
+        bpm: opts.bpm,
+        rate,
+        release_horizon_ms: opts.release_horizon_ms,
         idle_chunk: opts.idle_chunk,
     };
-    let quit = Arc::new(AtomicBool::new(false));
-    let decoder = {
-        let (shared, quit) = (shared.clone(), quit.clone());
-        std::thread::Builder::new()
-            .name("midicopilot-decoder".into())
-            .spawn(move || {
-                decoder_thread::run_with_control(session, follower, in_rx, out_tx, shared, cfg,
-                                                 quit, control)
-            })
-            .context("starting the decoder thread")?
+    let decoder = Decoder::start(session, timing, in_rx, out_tx, shared.clone(), control)?;
+    let when = StopWhen {
+        signal: &signal,
+        command: command_stop.as_deref(),
+        run_seconds: opts.run_seconds,
+        started,
     };
-
-    let reason = loop {
-        if signal.load(Ordering::Acquire) {
-            break StopReason::Signal;
-        }
-        if command_stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
-            break StopReason::Command;
-        }
-        if shared.server_gone.load(Ordering::Acquire) {
-            break StopReason::ServerShutdown;
-        }
-        if decoder.is_finished() {
-            break StopReason::DecoderError;
-        }
-        if opts.run_seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s) {
-            break StopReason::RunSeconds;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let reason = wait_for_stop(&when, &shared, &decoder);
 
     // Note-offs for everything sounding, written by the callback in its next cycle.
     shared.stop_requested.store(true, Ordering::Release);
@@ -210,11 +188,7 @@ pub fn run_with_control(
     {
         std::thread::sleep(Duration::from_millis(1));
     }
-    quit.store(true, Ordering::Release);
-    let stats = match decoder.join() {
-        Ok(stats) => stats,
-        Err(_) => bail!("the decoder thread panicked"),
-    };
+    let stats = decoder.stop()?;
     let seconds = started.elapsed().as_secs_f64();
     if !shared.server_gone.load(Ordering::Acquire) {
         // Errors here mean the server is going away; nothing is sounding any more either way.

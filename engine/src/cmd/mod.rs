@@ -4,8 +4,9 @@ pub mod bench; // model helper: `bench` and the hidden `logits`
 pub mod decode;
 pub mod encode;
 pub mod render; // added by the decoder-loop helper (cmd/render.rs)
-pub mod jack; // live helper: `midicopilot-engine jack`
-pub mod alsa; // set-list helper: `midicopilot-engine alsa`
+pub mod jack;
+pub mod alsa;
+pub mod live_args; // the flags `jack` and `alsa` share
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -22,6 +22,7 @@ pub mod ports;
 pub mod report;
 pub mod rt;
 pub mod stats;
+pub mod supervise;
 pub mod switch; // switching songs mid-set (set-list helper)
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};

@@ -61,25 +61,6 @@ pub struct SessionSpec {
 }
 
 impl SessionSpec {
-    /// The session flags of `midicopilot-engine jack`.
-    pub fn from_jack_args(a: &crate::cmd::jack::JackArgs) -> Self {
-        Self {
-            bundle: a.bundle.clone(),
-            genre: a.genre.clone(),
-            part: a.part.clone(),
-            bpm: a.bpm,
-            temperature: a.temperature,
-            top_p: a.top_p,
-            seed: a.seed,
-            context: a.context,
-            lookahead_ticks: a.lookahead_ticks,
-            release_horizon_ms: a.release_horizon_ms,
-            max_note_ticks: a.max_note_ticks,
-            max_polyphony: a.max_polyphony,
-            steps_per_advance: a.steps_per_advance,
-        }
-    }
-
     /// The values a switch can get wrong before anything is built (one line each).
     pub fn validate(&self) -> Result<()> {
         ensure!(
