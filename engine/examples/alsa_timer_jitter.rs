@@ -22,7 +22,10 @@ fn main() {
     let clock = MicroClock::new();
     let shared = Arc::new(Shared::default());
     let (mut tx, rx) = rtrb::RingBuffer::<OutEvent>::new(8192);
-    let sink = RecordingSink { clock: Some(clock), sent: Vec::with_capacity(events) };
+    let sink = RecordingSink {
+        clock: Some(clock),
+        sent: Vec::with_capacity(events),
+    };
     let mut timer = Timer::new(clock, sink, rx, shared.clone());
     timer.realtime_priority = realtime.then_some(65);
     let handle = std::thread::spawn(move || timer.run());
@@ -35,7 +38,9 @@ fn main() {
     for i in 0..events {
         due += (rng.random::<f64>() * 2.0 * mean_gap_ms * 1e3) as u64;
         let pitch = 36 + (i % 48) as u8;
-        let ev = if i % 2 == 0 { OutEvent::note_on(due, pitch, 100) } else {
+        let ev = if i % 2 == 0 {
+            OutEvent::note_on(due, pitch, 100)
+        } else {
             OutEvent::note_off(due, pitch - 1)
         };
         if tx.push(ev).is_err() {
@@ -47,9 +52,18 @@ fn main() {
     clock.sleep_until(due + 20_000);
     shared.stop_requested.store(true, Ordering::Release);
     let (sink, stats) = handle.join().expect("timer thread");
-    let mut late: Vec<u64> =
-        sink.sent.iter().zip(&dues).map(|((at, _), d)| at.saturating_sub(*d)).collect();
-    let early = sink.sent.iter().zip(&dues).filter(|((at, _), d)| at < *d).count();
+    let mut late: Vec<u64> = sink
+        .sent
+        .iter()
+        .zip(&dues)
+        .map(|((at, _), d)| at.saturating_sub(*d))
+        .collect();
+    let early = sink
+        .sent
+        .iter()
+        .zip(&dues)
+        .filter(|((at, _), d)| at < *d)
+        .count();
     late.sort_unstable();
     let q = |p: f64| late[((late.len() - 1) as f64 * p).round() as usize];
     println!(

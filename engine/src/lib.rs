@@ -1,12 +1,12 @@
 //! midicopilot's engine: the event language, the model, the decoder loop and its backends.
 
-pub mod cmd;
-pub mod events;
+pub mod backend;
 pub mod bundle;
+pub mod cmd;
+pub mod context;
+pub mod events;
+pub mod live;
 pub mod model;
 pub mod sampler;
-pub mod tempo;
-pub mod backend;
-pub mod context;
 pub mod session;
-pub mod live; // the live JACK client (live helper)
+pub mod tempo; // the live JACK client (live helper)

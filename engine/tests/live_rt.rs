@@ -34,7 +34,17 @@ struct Jackd {
 impl Jackd {
     fn start(name: &str) -> Self {
         let child = Command::new("jackd")
-            .args(["-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"])
+            .args([
+                "-n",
+                name,
+                "--no-realtime",
+                "-d",
+                "dummy",
+                "-r",
+                "48000",
+                "-p",
+                "256",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -54,7 +64,9 @@ impl Jackd {
 
 impl Drop for Jackd {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -72,7 +84,10 @@ fn callback_is_sample_accurate_channel_0_and_allocation_free() {
     let name = format!("mcp-rt-{}", std::process::id());
     std::env::set_var("JACK_DEFAULT_SERVER", &name);
     let _server = Jackd::start(&name);
-    assert!(alloc_guard::self_test(), "the counting allocator is not installed");
+    assert!(
+        alloc_guard::self_test(),
+        "the counting allocator is not installed"
+    );
 
     // The engine's client, as backend::jack builds it.
     let client = open_client("mcp-engine").expect("engine client");
@@ -111,7 +126,10 @@ fn callback_is_sample_accurate_channel_0_and_allocation_free() {
                         if f >= end {
                             break;
                         }
-                        let _ = w.write(&RawMidi { time: (f.max(start) - start) as u32, bytes: &msg });
+                        let _ = w.write(&RawMidi {
+                            time: (f.max(start) - start) as u32,
+                            bytes: &msg,
+                        });
                         s.remove(0);
                     }
                 }
@@ -138,21 +156,25 @@ fn callback_is_sample_accurate_channel_0_and_allocation_free() {
         )
         .unwrap();
     let c = engine.as_client();
-    c.connect_ports_by_name("probe-src:out", "mcp-engine:in_t").unwrap();
-    c.connect_ports_by_name("mcp-engine:out", "probe-sink:in").unwrap();
-    wait_until("the first cycles", 10, || shared.stats.cycles.load(Ordering::Acquire) > 4);
+    c.connect_ports_by_name("probe-src:out", "mcp-engine:in_t")
+        .unwrap();
+    c.connect_ports_by_name("mcp-engine:out", "probe-sink:in")
+        .unwrap();
+    wait_until("the first cycles", 10, || {
+        shared.stats.cycles.load(Ordering::Acquire) > 4
+    });
 
     // Input: notes on two channels, a CC, a pitch bend, clock and start, at exact frames.
     let t0 = shared.now_frame() + 4800;
     let plan: Vec<(u64, Vec<u8>)> = vec![
-        (t0, vec![0x90, 60, 100]),      // channel 0 → assigned channel 5
-        (t0 + 1, vec![0xB0, 64, 127]),  // sustain: filtered
-        (t0 + 17, vec![0x93, 64, 90]),  // channel 3 → 5
-        (t0 + 300, vec![0xF8]),         // clock
-        (t0 + 301, vec![0xE0, 0, 64]),  // pitch bend: filtered
-        (t0 + 555, vec![0x80, 60, 0]),  // off
-        (t0 + 556, vec![0x93, 64, 0]),  // note-on velocity 0 = off
-        (t0 + 900, vec![0xFA]),         // start
+        (t0, vec![0x90, 60, 100]),     // channel 0 → assigned channel 5
+        (t0 + 1, vec![0xB0, 64, 127]), // sustain: filtered
+        (t0 + 17, vec![0x93, 64, 90]), // channel 3 → 5
+        (t0 + 300, vec![0xF8]),        // clock
+        (t0 + 301, vec![0xE0, 0, 64]), // pitch bend: filtered
+        (t0 + 555, vec![0x80, 60, 0]), // off
+        (t0 + 556, vec![0x93, 64, 0]), // note-on velocity 0 = off
+        (t0 + 900, vec![0xFA]),        // start
     ];
     *schedule.lock().unwrap() = plan.clone();
     let mut got = Vec::new();
@@ -163,12 +185,44 @@ fn callback_is_sample_accurate_channel_0_and_allocation_free() {
         got.len() == 6
     });
     let expect = vec![
-        InEvent { frame: t0, kind: InKind::NoteOn { channel: 5, pitch: 60, velocity: 100 } },
-        InEvent { frame: t0 + 17, kind: InKind::NoteOn { channel: 5, pitch: 64, velocity: 90 } },
-        InEvent { frame: t0 + 300, kind: InKind::Clock },
-        InEvent { frame: t0 + 555, kind: InKind::NoteOff { channel: 5, pitch: 60 } },
-        InEvent { frame: t0 + 556, kind: InKind::NoteOff { channel: 5, pitch: 64 } },
-        InEvent { frame: t0 + 900, kind: InKind::Start },
+        InEvent {
+            frame: t0,
+            kind: InKind::NoteOn {
+                channel: 5,
+                pitch: 60,
+                velocity: 100,
+            },
+        },
+        InEvent {
+            frame: t0 + 17,
+            kind: InKind::NoteOn {
+                channel: 5,
+                pitch: 64,
+                velocity: 90,
+            },
+        },
+        InEvent {
+            frame: t0 + 300,
+            kind: InKind::Clock,
+        },
+        InEvent {
+            frame: t0 + 555,
+            kind: InKind::NoteOff {
+                channel: 5,
+                pitch: 60,
+            },
+        },
+        InEvent {
+            frame: t0 + 556,
+            kind: InKind::NoteOff {
+                channel: 5,
+                pitch: 64,
+            },
+        },
+        InEvent {
+            frame: t0 + 900,
+            kind: InKind::Start,
+        },
     ];
     assert_eq!(got, expect, "input stamps must be the exact frames played");
     let s = &shared.stats;
@@ -180,7 +234,10 @@ fn callback_is_sample_accurate_channel_0_and_allocation_free() {
     let t1 = shared.now_frame() + 4800;
     let outs = [
         OutEvent::note_on(t1, 67, 90),
-        OutEvent { frame: t1 + 5, msg: [0x99, 72, 80] }, // says channel 9: must go out on 0
+        OutEvent {
+            frame: t1 + 5,
+            msg: [0x99, 72, 80],
+        }, // says channel 9: must go out on 0
         OutEvent::note_off(t1 + 1000, 67),
         OutEvent::note_off(t1 + 1000, 72),
         OutEvent::note_on(t1 + 2500, 70, 64), // left sounding: stop must close it
@@ -188,7 +245,9 @@ fn callback_is_sample_accurate_channel_0_and_allocation_free() {
     for ev in outs {
         out_tx.push(ev).unwrap();
     }
-    wait_until("the output events", 10, || heard.lock().unwrap().len() == outs.len());
+    wait_until("the output events", 10, || {
+        heard.lock().unwrap().len() == outs.len()
+    });
     let got: Vec<(u64, Vec<u8>)> = heard.lock().unwrap().clone();
     let want: Vec<(u64, Vec<u8>)> = vec![
         (t1, vec![0x90, 67, 90]),
@@ -197,15 +256,23 @@ fn callback_is_sample_accurate_channel_0_and_allocation_free() {
         (t1 + 1000, vec![0x80, 72, 64]),
         (t1 + 2500, vec![0x90, 70, 64]),
     ];
-    assert_eq!(got, want, "output must be written at its exact frames, on channel 0");
+    assert_eq!(
+        got, want,
+        "output must be written at its exact frames, on channel 0"
+    );
     assert_eq!(s.written_late.load(Ordering::Relaxed), 0);
 
     // Stop: a note-off for the sounding note, queued events discarded, then `stopped`.
-    out_tx.push(OutEvent::note_on(shared.now_frame() + 48_000, 50, 64)).unwrap();
+    out_tx
+        .push(OutEvent::note_on(shared.now_frame() + 48_000, 50, 64))
+        .unwrap();
     shared.stop_requested.store(true, Ordering::Release);
     wait_until("stopped", 10, || shared.stopped.load(Ordering::Acquire));
     std::thread::sleep(Duration::from_millis(50));
-    let tail: Vec<Vec<u8>> = heard.lock().unwrap()[outs.len()..].iter().map(|e| e.1.clone()).collect();
+    let tail: Vec<Vec<u8>> = heard.lock().unwrap()[outs.len()..]
+        .iter()
+        .map(|e| e.1.clone())
+        .collect();
     assert_eq!(tail, vec![vec![0x80, 70, 64]]);
     assert_eq!(s.stop_offs.load(Ordering::Relaxed), 1);
     assert_eq!(s.discarded_at_stop.load(Ordering::Relaxed), 1);

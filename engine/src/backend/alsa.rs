@@ -58,7 +58,10 @@ pub struct InputPattern {
 impl InputPattern {
     /// `REGEX`: the ports' channels are kept (channel 0 moves to 1).
     pub fn pass(text: &str) -> Result<Self> {
-        Ok(Self { pattern: compile(text, "--input")?, mode: InputMode::Pass })
+        Ok(Self {
+            pattern: compile(text, "--input")?,
+            mode: InputMode::Pass,
+        })
     }
 
     /// `CH=REGEX` (CH 1–15): everything from those ports is channel CH.
@@ -70,7 +73,10 @@ impl InputPattern {
             Ok(c) if (1..=15).contains(&c) => c,
             _ => bail!("--input-channel {text}: '{ch}' is not a channel 1–15 (0 is the model's)"),
         };
-        Ok(Self { pattern: compile(pat, "--input-channel")?, mode: InputMode::Assign(ch) })
+        Ok(Self {
+            pattern: compile(pat, "--input-channel")?,
+            mode: InputMode::Assign(ch),
+        })
     }
 }
 
@@ -135,7 +141,9 @@ pub struct MicroClock {
 
 impl MicroClock {
     pub fn new() -> Self {
-        Self { start: Instant::now() }
+        Self {
+            start: Instant::now(),
+        }
     }
 
     pub fn now(&self) -> u64 {
@@ -197,7 +205,9 @@ impl MidiSink for RecordingSink {
 pub fn try_realtime(priority: i32) -> bool {
     // SAFETY: plain libc calls on the current thread with a valid sched_param.
     unsafe {
-        let param = libc::sched_param { sched_priority: priority };
+        let param = libc::sched_param {
+            sched_priority: priority,
+        };
         libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) == 0
     }
 }
@@ -230,8 +240,12 @@ pub struct Timer<S: MidiSink> {
 }
 
 impl<S: MidiSink> Timer<S> {
-    pub fn new(clock: MicroClock, sink: S, from_decoder: rtrb::Consumer<OutEvent>,
-               shared: Arc<Shared>) -> Self {
+    pub fn new(
+        clock: MicroClock,
+        sink: S,
+        from_decoder: rtrb::Consumer<OutEvent>,
+        shared: Arc<Shared>,
+    ) -> Self {
         Self {
             clock,
             sink,
@@ -255,7 +269,11 @@ impl<S: MidiSink> Timer<S> {
             let ev = *ev;
             let _ = self.from_decoder.pop();
             // Channel 0 whatever the decoder thread said (as the JACK callback does).
-            let msg = [(ev.msg[0] & 0xF0) | MODEL_CHANNEL, ev.msg[1] & 0x7f, ev.msg[2] & 0x7f];
+            let msg = [
+                (ev.msg[0] & 0xF0) | MODEL_CHANNEL,
+                ev.msg[1] & 0x7f,
+                ev.msg[2] & 0x7f,
+            ];
             if !self.sink.send(&msg) {
                 self.send_failures += 1;
                 RtStats::bump(&stats.out_buffer_full);
@@ -409,9 +427,20 @@ pub struct Ports {
 pub fn list_ports(client_name: &str) -> Result<Ports> {
     let mi = midir::MidiInput::new(client_name).map_err(|_| seq_error("input"))?;
     let mo = midir::MidiOutput::new(client_name).map_err(|_| seq_error("output"))?;
-    let input_names = mi.ports().iter().filter_map(|p| mi.port_name(p).ok()).collect();
-    let output_names = mo.ports().iter().filter_map(|p| mo.port_name(p).ok()).collect();
-    Ok(Ports { input_names, output_names })
+    let input_names = mi
+        .ports()
+        .iter()
+        .filter_map(|p| mi.port_name(p).ok())
+        .collect();
+    let output_names = mo
+        .ports()
+        .iter()
+        .filter_map(|p| mo.port_name(p).ok())
+        .collect();
+    Ok(Ports {
+        input_names,
+        output_names,
+    })
 }
 
 type Conn = midir::MidiInputConnection<()>;
@@ -446,19 +475,19 @@ fn open_inputs(
     names.push(format!("{}:in", opts.client_name));
 
     for spec in &opts.inputs {
-        let mut probe =
-            midir::MidiInput::new(&opts.client_name).map_err(|_| seq_error("input"))?;
+        let mut probe = midir::MidiInput::new(&opts.client_name).map_err(|_| seq_error("input"))?;
         probe.ignore(midir::Ignore::None);
         let ports = probe.ports();
-        let port_names: Vec<String> =
-            ports.iter().map(|p| probe.port_name(p).unwrap_or_default()).collect();
+        let port_names: Vec<String> = ports
+            .iter()
+            .map(|p| probe.port_name(p).unwrap_or_default())
+            .collect();
         let (hits, unmatched) = match_ports(&port_names, [&spec.pattern], &opts.client_name);
         for pat in unmatched {
             eprintln!("midicopilot-engine: alsa: warning: --input '{pat}' matched no ALSA port");
         }
         for i in hits {
-            let mut m =
-                midir::MidiInput::new(&opts.client_name).map_err(|_| seq_error("input"))?;
+            let mut m = midir::MidiInput::new(&opts.client_name).map_err(|_| seq_error("input"))?;
             m.ignore(midir::Ignore::None);
             let before = clock.now();
             let conn = m
@@ -478,15 +507,17 @@ fn open_outputs(opts: &AlsaOptions) -> Result<(Vec<midir::MidiOutputConnection>,
     let mut conns = Vec::new();
     let mut names = Vec::new();
     let mo = midir::MidiOutput::new(&opts.client_name).map_err(|_| seq_error("output"))?;
-    conns.push(
-        mo.create_virtual("out")
-            .map_err(|e| anyhow::anyhow!("creating the ALSA port {}:out: {e}", opts.client_name))?,
-    );
+    conns
+        .push(mo.create_virtual("out").map_err(|e| {
+            anyhow::anyhow!("creating the ALSA port {}:out: {e}", opts.client_name)
+        })?);
     names.push(format!("{}:out", opts.client_name));
     let probe = midir::MidiOutput::new(&opts.client_name).map_err(|_| seq_error("output"))?;
     let ports = probe.ports();
-    let port_names: Vec<String> =
-        ports.iter().map(|p| probe.port_name(p).unwrap_or_default()).collect();
+    let port_names: Vec<String> = ports
+        .iter()
+        .map(|p| probe.port_name(p).unwrap_or_default())
+        .collect();
     let (hits, unmatched) = match_ports(&port_names, &opts.outputs, &opts.client_name);
     for pat in unmatched {
         eprintln!("midicopilot-engine: alsa: warning: --output '{pat}' matched no ALSA port");
@@ -518,7 +549,10 @@ pub fn run(
     let shared = Arc::new(Shared::default());
     let (in_tx, in_rx) = rtrb::RingBuffer::<InEvent>::new(INPUT_RING);
     let (out_tx, out_rx) = rtrb::RingBuffer::<OutEvent>::new(OUTPUT_RING);
-    let side = Arc::new(Mutex::new(InputSide { to_decoder: in_tx, filter: InputFilter::default() }));
+    let side = Arc::new(Mutex::new(InputSide {
+        to_decoder: in_tx,
+        filter: InputFilter::default(),
+    }));
 
     let (outputs, output_names) = open_outputs(opts)?;
     let (inputs, input_names) = open_inputs(opts, clock, &side, &shared)?;
@@ -563,8 +597,16 @@ pub fn run(
     let stats = decoder.stop()?;
     drop(outputs);
     let seconds = started.elapsed().as_secs_f64();
-    let report: LiveReport = report::build(&shared, stats, opts.client_name.clone(), RATE, 0,
-                                           input_names, seconds, reason);
+    let report: LiveReport = report::build(
+        &shared,
+        stats,
+        opts.client_name.clone(),
+        RATE,
+        0,
+        input_names,
+        seconds,
+        reason,
+    );
     let mut value = serde_json::to_value(&report)?;
     value["backend"] = "alsa".into();
     value["outputs"] = serde_json::to_value(&output_names)?;
@@ -605,7 +647,10 @@ mod tests {
             "midicopilot:out 128:1",
             "FLUID Synth (1234):Synth input port (1234:0) 129:0",
         ]);
-        let pats = [Regex::new("Keystation").unwrap(), Regex::new("^MPC").unwrap()];
+        let pats = [
+            Regex::new("Keystation").unwrap(),
+            Regex::new("^MPC").unwrap(),
+        ];
         let (hits, unmatched) = match_ports(&ports, &pats, "midicopilot");
         assert_eq!(hits, vec![1, 2]);
         assert!(unmatched.is_empty());
@@ -615,7 +660,10 @@ mod tests {
         assert_eq!(hits, vec![0, 1, 2, 4]);
         assert_eq!(unmatched, vec!["Juno".to_string()]);
         // two patterns matching one port open it once
-        let pats = [Regex::new("FLUID").unwrap(), Regex::new("Synth input").unwrap()];
+        let pats = [
+            Regex::new("FLUID").unwrap(),
+            Regex::new("Synth input").unwrap(),
+        ];
         assert_eq!(match_ports(&ports, &pats, "midicopilot").0, vec![4]);
     }
 
@@ -627,21 +675,33 @@ mod tests {
         assert_eq!(p.mode, InputMode::Assign(9));
         assert!(p.pattern.is_match("MPC Studio:MPC Studio MIDI 1 24:0"));
         // the pattern may itself hold '='
-        assert!(InputPattern::assigned("3=a=b").unwrap().pattern.is_match("xa=b"));
+        assert!(InputPattern::assigned("3=a=b")
+            .unwrap()
+            .pattern
+            .is_match("xa=b"));
         let e = |r: Result<InputPattern>| format!("{:#}", r.unwrap_err());
         assert!(e(InputPattern::assigned("0=x")).contains("'0' is not a channel 1–15"));
         assert!(e(InputPattern::assigned("16=x")).contains("'16' is not a channel"));
         assert!(e(InputPattern::assigned("x")).contains("expected CH=PATTERN"));
         let bad = e(InputPattern::pass("MPC("));
-        assert!(bad.starts_with("--input \"MPC(\": bad regular expression"), "{bad}");
+        assert!(
+            bad.starts_with("--input \"MPC(\": bad regular expression"),
+            "{bad}"
+        );
         assert!(!bad.contains('\n'));
         assert!(e(InputPattern::pass("")).contains("empty pattern"));
     }
 
     #[test]
     fn no_sequencer_is_one_line() {
-        let e = format!("{:#}", check_sequencer(Path::new("/no/such/seq")).unwrap_err());
-        assert!(e.starts_with("no ALSA sequencer (/no/such/seq is missing)"), "{e}");
+        let e = format!(
+            "{:#}",
+            check_sequencer(Path::new("/no/such/seq")).unwrap_err()
+        );
+        assert!(
+            e.starts_with("no ALSA sequencer (/no/such/seq is missing)"),
+            "{e}"
+        );
         assert!(!e.contains('\n'));
     }
 
@@ -659,7 +719,10 @@ mod tests {
             OutEvent::note_on(t0 + 10_000_000, 72, 90), // far in the future: discarded at stop
         ]);
         assert_eq!(push_all(&mut tx, &mut evs), 5);
-        let sink = RecordingSink { clock: Some(clock), sent: Vec::new() };
+        let sink = RecordingSink {
+            clock: Some(clock),
+            sent: Vec::new(),
+        };
         let timer = Timer::new(clock, sink, rx, shared.clone());
         let handle = std::thread::spawn(move || timer.run());
         while RtStats::get(&shared.stats.written) < 4 || shared.now_frame() < t0 + 6_000 {
@@ -671,10 +734,20 @@ mod tests {
         // played in order, then the stop's note-offs for the two notes left sounding
         assert_eq!(
             msgs,
-            vec![[0x90, 60, 100], [0x90, 64, 100], [0x80, 60, 64], [0x90, 67, 90],
-                 [0x80, 64, 64], [0x80, 67, 64]]
+            vec![
+                [0x90, 60, 100],
+                [0x90, 64, 100],
+                [0x80, 60, 64],
+                [0x90, 67, 90],
+                [0x80, 64, 64],
+                [0x80, 67, 64]
+            ]
         );
-        for ((at, _), due) in sink.sent.iter().zip([t0, t0 + 2_000, t0 + 4_000, t0 + 6_000]) {
+        for ((at, _), due) in sink
+            .sent
+            .iter()
+            .zip([t0, t0 + 2_000, t0 + 4_000, t0 + 6_000])
+        {
             assert!(*at >= due, "sent at {at} before it was due at {due}");
         }
         assert_eq!(stats.sent, 4);

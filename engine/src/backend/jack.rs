@@ -61,7 +61,10 @@ impl NotificationHandler for Notifications {
 
 /// The server this process talks to, for messages.
 pub fn server_label() -> String {
-    std::env::var("JACK_DEFAULT_SERVER").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "default".into())
+    std::env::var("JACK_DEFAULT_SERVER")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into())
 }
 
 /// Open the client, or one clear line saying why not.
@@ -117,12 +120,13 @@ pub fn run_with_control(
             .with_context(|| format!("registering the input port {}", spec.port_name()))?;
         inputs.push((port, spec.mode));
     }
-    let out = client.register_port("out", MidiOut::default()).context("registering the port out")?;
+    let out = client
+        .register_port("out", MidiOut::default())
+        .context("registering the port out")?;
     let (in_tx, in_rx) = rtrb::RingBuffer::<InEvent>::new(INPUT_RING);
     let (out_tx, out_rx) = rtrb::RingBuffer::<OutEvent>::new(OUTPUT_RING);
     let shared = Arc::new(Shared::default());
-    let transport =
-        (opts.tempo_source == TempoSource::Transport).then(|| client.transport());
+    let transport = (opts.tempo_source == TempoSource::Transport).then(|| client.transport());
     alloc_guard::self_test();
     let process = RtProcess {
         inputs,
@@ -138,7 +142,12 @@ pub fn run_with_control(
     let client_name = client.name().to_string();
     let buffer_frames = client.buffer_size();
     let active = client
-        .activate_async(Notifications { shared: shared.clone() }, process)
+        .activate_async(
+            Notifications {
+                shared: shared.clone(),
+            },
+            process,
+        )
         .context("activating the JACK client")?;
     let started = Instant::now();
 
@@ -198,5 +207,14 @@ pub fn run_with_control(
         std::mem::forget(active);
     }
     let inputs = opts.inputs.iter().map(|s| s.port_name()).collect();
-    Ok(report::build(&shared, stats, client_name, rate, buffer_frames, inputs, seconds, reason))
+    Ok(report::build(
+        &shared,
+        stats,
+        client_name,
+        rate,
+        buffer_frames,
+        inputs,
+        seconds,
+        reason,
+    ))
 }

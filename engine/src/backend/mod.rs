@@ -7,6 +7,6 @@
 //! - [`file`]: offline render of a MIDI file, with a virtual clock (reproducible for a seed) or
 //!   the wall clock (to measure lateness).
 
+pub mod alsa;
 pub mod file;
-pub mod jack; // the live JACK client (live helper; see crate::live)
-pub mod alsa; // the live ALSA sequencer client through midir (set-list helper)
+pub mod jack; // the live JACK client (live helper; see crate::live) // the live ALSA sequencer client through midir (set-list helper)

@@ -50,11 +50,16 @@ impl AlsaArgs {
     /// Everything that can be checked without the sequencer or the model.
     pub fn options(&self) -> Result<AlsaOptions> {
         if self.backend != "alsa" {
-            bail!("--backend {}: this command is the alsa backend (use `jack`)", self.backend);
+            bail!(
+                "--backend {}: this command is the alsa backend (use `jack`)",
+                self.backend
+            );
         }
         if self.live.tempo_source == TempoSource::Transport {
-            bail!("--tempo-source transport needs JACK transport: use preset or midi_clock with \
-                   the alsa backend");
+            bail!(
+                "--tempo-source transport needs JACK transport: use preset or midi_clock with \
+                   the alsa backend"
+            );
         }
         ensure!(!self.client_name.is_empty(), "--client-name: empty name");
         self.live.validate()?;
@@ -99,7 +104,14 @@ pub fn run(args: AlsaArgs) -> Result<()> {
     let command_stop = Arc::new(AtomicBool::new(false));
     let requests = control::spawn_stdin_reader(command_stop.clone(), status.clone());
     let ready = json!({"backend": "alsa", "client": args.client_name});
-    let switcher = Switcher::new(requests, status.clone(), spec, engine, args.live.tempo_source, ready)?;
+    let switcher = Switcher::new(
+        requests,
+        status.clone(),
+        spec,
+        engine,
+        args.live.tempo_source,
+        ready,
+    )?;
 
     let (report, reason) = alsa::run(session, &opts, signal, command_stop, Some(switcher))?;
     args.live.write_report(&report)?;
@@ -111,7 +123,9 @@ pub fn run(args: AlsaArgs) -> Result<()> {
     match reason {
         StopReason::DecoderError => bail!(
             "the decoder stopped: {}",
-            report["decoder"]["error"].as_str().unwrap_or("unknown error")
+            report["decoder"]["error"]
+                .as_str()
+                .unwrap_or("unknown error")
         ),
         _ => Ok(()),
     }
@@ -136,9 +150,26 @@ mod tests {
     #[test]
     fn flags_parse_into_options_and_a_session_spec() {
         let a = parse(&[
-            "--bundle", "/b", "--input", "Keystation", "--input-channel", "9=^MPC",
-            "--output", "FLUID", "--bpm", "96", "--genre", "BLUES", "--max-polyphony", "3",
-            "--backend", "alsa", "--tempo-source", "midi_clock", "--release-horizon-ms", "25",
+            "--bundle",
+            "/b",
+            "--input",
+            "Keystation",
+            "--input-channel",
+            "9=^MPC",
+            "--output",
+            "FLUID",
+            "--bpm",
+            "96",
+            "--genre",
+            "BLUES",
+            "--max-polyphony",
+            "3",
+            "--backend",
+            "alsa",
+            "--tempo-source",
+            "midi_clock",
+            "--release-horizon-ms",
+            "25",
         ])
         .unwrap();
         let o = a.options().unwrap();
@@ -147,17 +178,32 @@ mod tests {
         assert_eq!(o.outputs[0].as_str(), "FLUID");
         assert_eq!(o.tempo_source, TempoSource::MidiClock);
         let s = a.live.spec();
-        assert_eq!((s.bpm, s.max_polyphony, s.release_horizon_ms), (96.0, 3, 25.0));
+        assert_eq!(
+            (s.bpm, s.max_polyphony, s.release_horizon_ms),
+            (96.0, 3, 25.0)
+        );
         assert_eq!(s.genre.as_deref(), Some("BLUES"));
     }
 
     #[test]
     fn bad_flags_are_one_line_each() {
         let cases: [(&[&str], &str); 6] = [
-            (&["--bundle", "/b", "--backend", "jack"], "--backend jack: this command is the alsa"),
-            (&["--bundle", "/b", "--tempo-source", "transport"], "needs JACK transport"),
-            (&["--bundle", "/b", "--input", "MPC("], "bad regular expression"),
-            (&["--bundle", "/b", "--input-channel", "0=x"], "not a channel 1–15"),
+            (
+                &["--bundle", "/b", "--backend", "jack"],
+                "--backend jack: this command is the alsa",
+            ),
+            (
+                &["--bundle", "/b", "--tempo-source", "transport"],
+                "needs JACK transport",
+            ),
+            (
+                &["--bundle", "/b", "--input", "MPC("],
+                "bad regular expression",
+            ),
+            (
+                &["--bundle", "/b", "--input-channel", "0=x"],
+                "not a channel 1–15",
+            ),
             (&["--bundle", "/b", "--bpm", "0"], "bpm 0"),
             (&["--bundle", "/b", "--run-seconds=-1"], "--run-seconds -1"),
         ];

@@ -34,7 +34,10 @@ pub struct JackArgs {
 
 pub fn run(args: JackArgs) -> Result<()> {
     if args.backend != "jack" {
-        bail!("--backend {}: this command is the jack backend (use `render` for files)", args.backend);
+        bail!(
+            "--backend {}: this command is the jack backend (use `render` for files)",
+            args.backend
+        );
     }
     let live = &args.live;
     live.validate()?;
@@ -46,7 +49,10 @@ pub fn run(args: JackArgs) -> Result<()> {
     }
     let signal = stop_on_signals()?;
     // Fail fast on a missing server, before the model loads.
-    drop(crate::backend::jack::open_client(&format!("{}-probe", args.client_name))?);
+    drop(crate::backend::jack::open_client(&format!(
+        "{}-probe",
+        args.client_name
+    ))?);
 
     let spec = live.spec();
     let engine = spec.load_engine()?;
@@ -66,15 +72,23 @@ pub fn run(args: JackArgs) -> Result<()> {
     let command_stop = Arc::new(AtomicBool::new(false));
     let requests = crate::live::control::spawn_stdin_reader(command_stop.clone(), status.clone());
     let ready = serde_json::json!({"backend": "jack", "client": args.client_name});
-    let switcher =
-        crate::live::switch::Switcher::new(requests, status, spec, engine, live.tempo_source, ready)?;
+    let switcher = crate::live::switch::Switcher::new(
+        requests,
+        status,
+        spec,
+        engine,
+        live.tempo_source,
+        ready,
+    )?;
     let report = run_jack(session, &opts, signal, Some(switcher), Some(command_stop))?;
     live.write_report(&report)?;
     eprintln!("midicopilot-engine: jack: {}", report.summary());
     use crate::live::report::StopReason;
     match report.stop_reason {
-        StopReason::ServerShutdown => bail!("the JACK server shut down (server '{}')",
-                                            crate::backend::jack::server_label()),
+        StopReason::ServerShutdown => bail!(
+            "the JACK server shut down (server '{}')",
+            crate::backend::jack::server_label()
+        ),
         StopReason::DecoderError => bail!(
             "the decoder stopped: {}",
             report.decoder.error.as_deref().unwrap_or("unknown error")

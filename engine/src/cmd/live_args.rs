@@ -89,7 +89,10 @@ impl LiveArgs {
     /// Every check that needs neither the audio system nor the model, one line naming the flag.
     pub fn validate(&self) -> Result<()> {
         if let Some(s) = self.run_seconds {
-            ensure!(s.is_finite() && s > 0.0, "--run-seconds {s}: expected a positive number");
+            ensure!(
+                s.is_finite() && s > 0.0,
+                "--run-seconds {s}: expected a positive number"
+            );
         }
         if let Err(e) = self.spec().validate() {
             // The spec speaks in its field names, also used by the control channel:
@@ -103,7 +106,9 @@ impl LiveArgs {
 
     /// Write the report to `--report`, if asked for.
     pub fn write_report(&self, report: &impl Serialize) -> Result<()> {
-        let Some(path) = &self.report else { return Ok(()) };
+        let Some(path) = &self.report else {
+            return Ok(());
+        };
         let json = serde_json::to_string_pretty(report)?;
         std::fs::write(path, json + "\n")
             .context("cannot write the report")

@@ -1,12 +1,12 @@
 //! The `midicopilot-engine` subcommands: one module each, `main.rs` only dispatches.
 
+pub mod alsa;
 pub mod bench; // model helper: `bench` and the hidden `logits`
 pub mod decode;
 pub mod encode;
-pub mod render; // added by the decoder-loop helper (cmd/render.rs)
 pub mod jack;
-pub mod alsa;
-pub mod live_args; // the flags `jack` and `alsa` share
+pub mod live_args;
+pub mod render; // added by the decoder-loop helper (cmd/render.rs) // the flags `jack` and `alsa` share
 
 use std::io::Write;
 use std::process::ExitCode;

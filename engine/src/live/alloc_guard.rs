@@ -81,7 +81,9 @@ impl Drop for RtSection {
 /// Allocations and frees counted inside real-time sections since [`self_test`] (the self-test's
 /// own are not counted).
 pub fn rt_allocations() -> u64 {
-    RT_ALLOCATIONS.load(Ordering::Relaxed).saturating_sub(BASELINE.load(Ordering::Relaxed))
+    RT_ALLOCATIONS
+        .load(Ordering::Relaxed)
+        .saturating_sub(BASELINE.load(Ordering::Relaxed))
 }
 
 static BASELINE: AtomicU64 = AtomicU64::new(0);

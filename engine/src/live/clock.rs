@@ -69,7 +69,11 @@ impl TempoMap {
             ticks_per_frame: Self::tpf(bpm, tpq, rate),
             bpm,
         });
-        Ok(Self { tpq, rate, segments })
+        Ok(Self {
+            tpq,
+            rate,
+            segments,
+        })
     }
 
     fn tpf(bpm: f64, tpq: u32, rate: u32) -> f64 {
@@ -104,7 +108,12 @@ impl TempoMap {
         let last = self.last();
         let frame = frame.max(last.frame);
         let tick = self.ticks_at(frame);
-        let seg = Segment { frame, tick, ticks_per_frame: Self::tpf(bpm, self.tpq, self.rate), bpm };
+        let seg = Segment {
+            frame,
+            tick,
+            ticks_per_frame: Self::tpf(bpm, self.tpq, self.rate),
+            bpm,
+        };
         if frame == last.frame {
             self.segments.pop_back();
         }
@@ -236,7 +245,14 @@ impl Follower {
             bpm_max: bpm,
             ..TempoStats::default()
         };
-        Self { source, map, offset: None, clock: ClockState::default(), was_rolling: false, stats }
+        Self {
+            source,
+            map,
+            offset: None,
+            clock: ClockState::default(),
+            was_rolling: false,
+            stats,
+        }
     }
 
     pub fn map(&self) -> &TempoMap {
@@ -248,7 +264,10 @@ impl Follower {
     }
 
     pub fn stats(&self) -> TempoStats {
-        TempoStats { bpm_end: self.map.bpm(), ..self.stats.clone() }
+        TempoStats {
+            bpm_end: self.map.bpm(),
+            ..self.stats.clone()
+        }
     }
 
     /// A clock message from an input (ignored unless the source is `midi_clock`, but counted).
@@ -445,18 +464,33 @@ mod tests {
         let qpm = 140.0;
         let mut q = 3.25; // the transport starts mid-beat
         for cycle in 0..2000u64 {
-            f.on_transport(TransportSnapshot { frame: cycle * period, quarters: q, qpm, rolling: true });
+            f.on_transport(TransportSnapshot {
+                frame: cycle * period,
+                quarters: q,
+                qpm,
+                rolling: true,
+            });
             q += qpm / 60.0 * period as f64 / f64::from(RATE);
         }
         assert!((f.bpm() - 140.0).abs() < 0.5, "bpm {}", f.bpm());
         assert!(f.stats().phase_error_ticks.abs() < 0.5, "{:?}", f.stats());
         assert_eq!(f.stats().locks, 1);
         // a relocation by 8 bars re-locks instead of racing to catch up
-        f.on_transport(TransportSnapshot { frame: 2000 * period, quarters: q + 32.0, qpm, rolling: true });
+        f.on_transport(TransportSnapshot {
+            frame: 2000 * period,
+            quarters: q + 32.0,
+            qpm,
+            rolling: true,
+        });
         assert_eq!(f.stats().locks, 2);
         // a stopped transport changes nothing
         let bpm = f.bpm();
-        f.on_transport(TransportSnapshot { frame: 2001 * period, quarters: q, qpm: 60.0, rolling: false });
+        f.on_transport(TransportSnapshot {
+            frame: 2001 * period,
+            quarters: q,
+            qpm: 60.0,
+            rolling: false,
+        });
         assert_eq!(f.bpm(), bpm);
     }
 
@@ -467,7 +501,12 @@ mod tests {
         for i in 0..100u64 {
             f.on_clock_message(i * 500, InKind::Clock);
         }
-        f.on_transport(TransportSnapshot { frame: 0, quarters: 0.0, qpm: 200.0, rolling: true });
+        f.on_transport(TransportSnapshot {
+            frame: 0,
+            quarters: 0.0,
+            qpm: 200.0,
+            rolling: true,
+        });
         assert_eq!(f.bpm(), 100.0);
         assert_eq!(f.stats().clocks, 100);
     }

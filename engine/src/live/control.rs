@@ -80,24 +80,36 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, String> {
         return Ok(None);
     }
     if text.len() > MAX_LINE {
-        return Err(format!("a control line of {} bytes (at most {MAX_LINE})", text.len()));
+        return Err(format!(
+            "a control line of {} bytes (at most {MAX_LINE})",
+            text.len()
+        ));
     }
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
     let Value::Object(map) = &value else {
-        return Err(format!("expected a JSON object like {{\"cmd\":\"stop\"}}, got {text}"));
+        return Err(format!(
+            "expected a JSON object like {{\"cmd\":\"stop\"}}, got {text}"
+        ));
     };
     match map.get("cmd") {
         None => return Err("missing \"cmd\" (\"switch\" or \"stop\")".into()),
         Some(Value::String(c)) if c == "switch" || c == "stop" => {}
         Some(other) => {
-            return Err(format!("unknown cmd {other} (expected \"switch\" or \"stop\")"));
+            return Err(format!(
+                "unknown cmd {other} (expected \"switch\" or \"stop\")"
+            ));
         }
     }
-    let kind = map.get("cmd").and_then(Value::as_str).unwrap_or("?").to_string();
+    let kind = map
+        .get("cmd")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_string();
     if kind == "stop" {
         if let Some(extra) = map.keys().find(|k| *k != "cmd") {
-            return Err(format!("bad stop command: unknown field `{extra}` (stop takes none)"));
+            return Err(format!(
+                "bad stop command: unknown field `{extra}` (stop takes none)"
+            ));
         }
     }
     // serde says "unknown field `x`, expected one of ..." / "invalid type: ...": keep it.
@@ -121,17 +133,21 @@ impl Status {
     /// A status writer on stdout (its thread ends when every `Status` clone is dropped).
     pub fn stdout() -> Self {
         let (tx, rx) = mpsc::channel::<Value>();
-        let spawned = std::thread::Builder::new().name("midicopilot-status".into()).spawn(move || {
-            let mut broken = false;
-            for value in rx.iter() {
-                if broken {
-                    continue; // the reader went away (closed pipe): drop the rest quietly
+        let spawned = std::thread::Builder::new()
+            .name("midicopilot-status".into())
+            .spawn(move || {
+                let mut broken = false;
+                for value in rx.iter() {
+                    if broken {
+                        continue; // the reader went away (closed pipe): drop the rest quietly
+                    }
+                    let mut out = std::io::stdout().lock();
+                    broken = writeln!(out, "{value}").and_then(|()| out.flush()).is_err();
                 }
-                let mut out = std::io::stdout().lock();
-                broken = writeln!(out, "{value}").and_then(|()| out.flush()).is_err();
-            }
-        });
-        Self { tx: spawned.ok().map(|_| tx) }
+            });
+        Self {
+            tx: spawned.ok().map(|_| tx),
+        }
     }
 
     /// A status writer that sends into a channel (tests).
@@ -204,10 +220,12 @@ pub fn read_commands(
 /// receiving end of the switch requests.
 pub fn spawn_stdin_reader(stop: Arc<AtomicBool>, status: Status) -> mpsc::Receiver<SwitchRequest> {
     let (tx, rx) = mpsc::channel();
-    let _ = std::thread::Builder::new().name("midicopilot-control".into()).spawn(move || {
-        let stdin = std::io::stdin();
-        read_commands(stdin.lock(), &tx, &stop, &status);
-    });
+    let _ = std::thread::Builder::new()
+        .name("midicopilot-control".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            read_commands(stdin.lock(), &tx, &stop, &status);
+        });
     rx
 }
 
@@ -250,7 +268,10 @@ mod tests {
     #[test]
     fn absent_null_and_given_are_three_different_things() {
         let r = switch(r#"{"cmd":"switch","name":"a"}"#);
-        assert_eq!((r.genre, r.part, r.seed, r.bundle, r.bpm), (None, None, None, None, None));
+        assert_eq!(
+            (r.genre, r.part, r.seed, r.bundle, r.bpm),
+            (None, None, None, None, None)
+        );
         let r = switch(r#"{"cmd":"switch","name":"a","genre":null,"seed":null}"#);
         assert_eq!(r.genre, Some(None));
         assert_eq!(r.seed, Some(None));
@@ -260,7 +281,10 @@ mod tests {
     #[test]
     fn stop_and_blank_lines() {
         assert_eq!(parse_line(r#"{"cmd":"stop"}"#), Ok(Some(Command::Stop)));
-        assert_eq!(parse_line("  {\"cmd\": \"stop\"}  \r"), Ok(Some(Command::Stop)));
+        assert_eq!(
+            parse_line("  {\"cmd\": \"stop\"}  \r"),
+            Ok(Some(Command::Stop))
+        );
         assert_eq!(parse_line(""), Ok(None));
         assert_eq!(parse_line("   "), Ok(None));
     }
@@ -275,9 +299,18 @@ mod tests {
             ("{\"cmd\":3}", "unknown cmd 3"),
             ("{\"cmd\":\"switch\"}", "missing field `name`"),
             ("{\"cmd\":\"switch\",\"name\":\"\"}", "must not be empty"),
-            ("{\"cmd\":\"switch\",\"name\":\"a\",\"tempratur\":1}", "unknown field `tempratur`"),
-            ("{\"cmd\":\"switch\",\"name\":\"a\",\"bpm\":\"fast\"}", "invalid type"),
-            ("{\"cmd\":\"switch\",\"name\":\"a\",\"seed\":-1}", "invalid value"),
+            (
+                "{\"cmd\":\"switch\",\"name\":\"a\",\"tempratur\":1}",
+                "unknown field `tempratur`",
+            ),
+            (
+                "{\"cmd\":\"switch\",\"name\":\"a\",\"bpm\":\"fast\"}",
+                "invalid type",
+            ),
+            (
+                "{\"cmd\":\"switch\",\"name\":\"a\",\"seed\":-1}",
+                "invalid value",
+            ),
             ("{\"cmd\":\"stop\",\"now\":true}", "unknown field `now`"),
         ];
         for (line, want) in cases {
@@ -303,7 +336,9 @@ mod tests {
         let events: Vec<Value> = lines.try_iter().collect();
         assert_eq!(events.len(), 2, "{events:?}");
         assert_eq!(events[0]["event"], "error");
-        assert!(events[0]["message"].as_str().is_some_and(|m| m.starts_with("control: line 2: ")));
+        assert!(events[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("control: line 2: ")));
         assert_eq!(events[1], json!({"event": "stopping", "reason": "command"}));
     }
 

@@ -145,7 +145,11 @@ pub fn run_with_control(
 ) -> DecoderStats {
     let mut stats = DecoderStats::default();
     let rate = f64::from(tempo.map().rate());
-    let mut state = Loop { pending: VecDeque::new(), last_frame: 0, gate: HumanGate::default() };
+    let mut state = Loop {
+        pending: VecDeque::new(),
+        last_frame: 0,
+        gate: HumanGate::default(),
+    };
     let result = (|| -> Result<()> {
         while !quit.load(Ordering::Acquire) {
             if let Some(switcher) = control.as_mut() {
@@ -160,8 +164,16 @@ pub fn run_with_control(
                 });
             }
             let t0 = Instant::now();
-            let worked = state.iteration(&mut session, &mut tempo, &mut input, &mut output,
-                                         &shared, &cfg, &mut stats, rate)?;
+            let worked = state.iteration(
+                &mut session,
+                &mut tempo,
+                &mut input,
+                &mut output,
+                &shared,
+                &cfg,
+                &mut stats,
+                rate,
+            )?;
             stats.iterations += 1;
             stats.iteration_max_ms = stats.iteration_max_ms.max(t0.elapsed().as_secs_f64() * 1e3);
             if !worked {
@@ -215,9 +227,11 @@ impl Loop {
             worked = true;
             let tick = (tempo.ticks_at(ev.frame) + 0.5).floor() as u64;
             let note = match ev.kind {
-                InKind::NoteOn { channel, pitch, velocity } => {
-                    NoteEvent::on(tick, channel, pitch, bin_of_velocity(velocity, bins))
-                }
+                InKind::NoteOn {
+                    channel,
+                    pitch,
+                    velocity,
+                } => NoteEvent::on(tick, channel, pitch, bin_of_velocity(velocity, bins)),
                 InKind::NoteOff { channel, pitch } => NoteEvent::off(tick, channel, pitch),
                 kind => {
                     tempo.on_clock_message(ev.frame, kind);

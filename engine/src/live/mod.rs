@@ -36,7 +36,11 @@ pub const MODEL_CHANNEL: u8 = 0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InKind {
     /// A human note-on (velocity 1–127) on a mapped channel 1–15.
-    NoteOn { channel: u8, pitch: u8, velocity: u8 },
+    NoteOn {
+        channel: u8,
+        pitch: u8,
+        velocity: u8,
+    },
     /// A human note-off on a mapped channel 1–15.
     NoteOff { channel: u8, pitch: u8 },
     /// MIDI clock (0xF8): tempo information only, never in the context.
@@ -66,11 +70,17 @@ pub struct OutEvent {
 
 impl OutEvent {
     pub fn note_on(frame: u64, pitch: u8, velocity: u8) -> Self {
-        Self { frame, msg: [0x90 | MODEL_CHANNEL, pitch & 0x7f, velocity.clamp(1, 127)] }
+        Self {
+            frame,
+            msg: [0x90 | MODEL_CHANNEL, pitch & 0x7f, velocity.clamp(1, 127)],
+        }
     }
 
     pub fn note_off(frame: u64, pitch: u8) -> Self {
-        Self { frame, msg: [0x80 | MODEL_CHANNEL, pitch & 0x7f, 64] }
+        Self {
+            frame,
+            msg: [0x80 | MODEL_CHANNEL, pitch & 0x7f, 64],
+        }
     }
 }
 
@@ -201,7 +211,12 @@ mod tests {
     fn transport_cell_reads_what_was_published() {
         let cell = TransportCell::default();
         assert_eq!(cell.read(), None);
-        let s = TransportSnapshot { frame: 4800, quarters: 12.5, qpm: 90.0, rolling: true };
+        let s = TransportSnapshot {
+            frame: 4800,
+            quarters: 12.5,
+            qpm: 90.0,
+            rolling: true,
+        };
         cell.publish(s);
         assert_eq!(cell.read(), Some(s));
     }

@@ -57,7 +57,11 @@ pub struct InputSpec {
 
 impl InputSpec {
     pub fn default_input() -> Self {
-        Self { name: DEFAULT_INPUT.into(), mode: InputMode::Pass, default: true }
+        Self {
+            name: DEFAULT_INPUT.into(),
+            mode: InputMode::Pass,
+            default: true,
+        }
     }
 
     /// Parse `NAME`, `NAME=pass` or `NAME=CH` (CH 1–15).
@@ -74,11 +78,17 @@ impl InputSpec {
         };
         let ok = !name.is_empty()
             && name.len() <= 32
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !ok {
             bail!("--input {text}: '{name}' is not a port name (1–32 of A–Z a–z 0–9 _ -)");
         }
-        Ok(Self { name: name.into(), mode, default: false })
+        Ok(Self {
+            name: name.into(),
+            mode,
+            default: false,
+        })
     }
 
     pub fn port_name(&self) -> String {
@@ -142,7 +152,11 @@ impl NoteSet {
     #[inline]
     fn at(channel: u8, pitch: u8) -> (usize, usize, u32) {
         let p = pitch & 0x7f;
-        (usize::from(channel & 0x0f), usize::from(p >> 6), u32::from(p & 63))
+        (
+            usize::from(channel & 0x0f),
+            usize::from(p >> 6),
+            u32::from(p & 63),
+        )
     }
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(|c| c[0] == 0 && c[1] == 0)
@@ -156,7 +170,10 @@ impl NoteSet {
         self.0[usize::from(channel & 0x0f)] = [0, 0];
     }
     pub fn len(&self) -> usize {
-        self.0.iter().map(|c| (c[0].count_ones() + c[1].count_ones()) as usize).sum()
+        self.0
+            .iter()
+            .map(|c| (c[0].count_ones() + c[1].count_ones()) as usize)
+            .sum()
     }
 }
 
@@ -172,7 +189,9 @@ impl InputFilter {
     /// Classify one raw message from an input in `mode`. Real-time safe.
     #[inline]
     pub fn classify(&mut self, mode: InputMode, bytes: &[u8]) -> Classified {
-        let Some(&status) = bytes.first() else { return Classified::Filtered };
+        let Some(&status) = bytes.first() else {
+            return Classified::Filtered;
+        };
         match status {
             0xF8 => return Classified::Pass(InKind::Clock),
             0xFA => return Classified::Pass(InKind::Start),
@@ -194,7 +213,11 @@ impl InputFilter {
                 return Classified::Merged;
             }
             self.sounding.insert(channel, pitch);
-            Classified::Pass(InKind::NoteOn { channel, pitch, velocity })
+            Classified::Pass(InKind::NoteOn {
+                channel,
+                pitch,
+                velocity,
+            })
         } else {
             if !self.sounding.contains(channel, pitch) {
                 return Classified::Unmatched;
@@ -247,7 +270,10 @@ mod tests {
         assert_eq!(InputSpec::parse("keys").unwrap().mode, InputMode::Pass);
         assert_eq!(InputSpec::parse("keys=pass").unwrap().mode, InputMode::Pass);
         let s = InputSpec::parse("bass=3").unwrap();
-        assert_eq!((s.mode, s.port_name()), (InputMode::Assign(3), "in_bass".to_string()));
+        assert_eq!(
+            (s.mode, s.port_name()),
+            (InputMode::Assign(3), "in_bass".to_string())
+        );
         for bad in ["keys=0", "keys=16", "keys=x", "=3", "a b=2", ""] {
             assert!(InputSpec::parse(bad).is_err(), "{bad}");
         }
@@ -260,20 +286,35 @@ mod tests {
         let mut f = InputFilter::default();
         assert_eq!(
             f.classify(InputMode::Pass, &[0x90, 60, 100]),
-            Classified::Pass(InKind::NoteOn { channel: 1, pitch: 60, velocity: 100 })
+            Classified::Pass(InKind::NoteOn {
+                channel: 1,
+                pitch: 60,
+                velocity: 100
+            })
         );
         assert_eq!(
             f.classify(InputMode::Pass, &[0x93, 60, 100]),
-            Classified::Pass(InKind::NoteOn { channel: 3, pitch: 60, velocity: 100 })
+            Classified::Pass(InKind::NoteOn {
+                channel: 3,
+                pitch: 60,
+                velocity: 100
+            })
         );
         assert_eq!(
             f.classify(InputMode::Assign(5), &[0x90, 62, 1]),
-            Classified::Pass(InKind::NoteOn { channel: 5, pitch: 62, velocity: 1 })
+            Classified::Pass(InKind::NoteOn {
+                channel: 5,
+                pitch: 62,
+                velocity: 1
+            })
         );
         // note-on velocity 0 is a note-off
         assert_eq!(
             f.classify(InputMode::Assign(5), &[0x9A, 62, 0]),
-            Classified::Pass(InKind::NoteOff { channel: 5, pitch: 62 })
+            Classified::Pass(InKind::NoteOff {
+                channel: 5,
+                pitch: 62
+            })
         );
     }
 
@@ -281,17 +322,26 @@ mod tests {
     fn filter_keeps_every_note_paired() {
         let mut f = InputFilter::default();
         let m = InputMode::Pass;
-        assert!(matches!(f.classify(m, &[0x91, 60, 90]), Classified::Pass(_)));
+        assert!(matches!(
+            f.classify(m, &[0x91, 60, 90]),
+            Classified::Pass(_)
+        ));
         // channel 0 lands on channel 1 too: merged into the sounding note
         assert_eq!(f.classify(m, &[0x90, 60, 90]), Classified::Merged);
         assert!(matches!(f.classify(m, &[0x81, 60, 0]), Classified::Pass(_)));
         assert_eq!(f.classify(m, &[0x80, 60, 0]), Classified::Unmatched);
         // a refused note-on is forgotten, so its note-off is ignored
-        assert!(matches!(f.classify(m, &[0x92, 40, 90]), Classified::Pass(_)));
+        assert!(matches!(
+            f.classify(m, &[0x92, 40, 90]),
+            Classified::Pass(_)
+        ));
         f.on_refused(2, 40);
         assert_eq!(f.classify(m, &[0x82, 40, 0]), Classified::Unmatched);
         // a refused note-off is retried until taken
-        assert!(matches!(f.classify(m, &[0x92, 41, 90]), Classified::Pass(_)));
+        assert!(matches!(
+            f.classify(m, &[0x92, 41, 90]),
+            Classified::Pass(_)
+        ));
         assert!(matches!(f.classify(m, &[0x82, 41, 0]), Classified::Pass(_)));
         f.off_refused(2, 41);
         assert!(f.has_pending_offs());
@@ -309,11 +359,28 @@ mod tests {
     #[test]
     fn everything_else_is_filtered() {
         let mut f = InputFilter::default();
-        for msg in [&[0xB0u8, 64, 127][..], &[0xE0, 0, 64], &[0xC0, 5], &[0xF0, 1, 2, 0xF7], &[],
-                    &[0x90, 60], &[0xFE]] {
-            assert_eq!(f.classify(InputMode::Pass, msg), Classified::Filtered, "{msg:?}");
+        for msg in [
+            &[0xB0u8, 64, 127][..],
+            &[0xE0, 0, 64],
+            &[0xC0, 5],
+            &[0xF0, 1, 2, 0xF7],
+            &[],
+            &[0x90, 60],
+            &[0xFE],
+        ] {
+            assert_eq!(
+                f.classify(InputMode::Pass, msg),
+                Classified::Filtered,
+                "{msg:?}"
+            );
         }
-        assert_eq!(f.classify(InputMode::Pass, &[0xF8]), Classified::Pass(InKind::Clock));
-        assert_eq!(f.classify(InputMode::Assign(2), &[0xFA]), Classified::Pass(InKind::Start));
+        assert_eq!(
+            f.classify(InputMode::Pass, &[0xF8]),
+            Classified::Pass(InKind::Clock)
+        );
+        assert_eq!(
+            f.classify(InputMode::Assign(2), &[0xFA]),
+            Classified::Pass(InKind::Start)
+        );
     }
 }

@@ -124,7 +124,13 @@ impl ProcessHandler for RtProcess {
                 for pitch in 0..128u8 {
                     if self.sounding.contains(MODEL_CHANNEL, pitch) {
                         let msg = [0x80 | MODEL_CHANNEL, pitch, 64];
-                        if writer.write(&RawMidi { time: 0, bytes: &msg }).is_ok() {
+                        if writer
+                            .write(&RawMidi {
+                                time: 0,
+                                bytes: &msg,
+                            })
+                            .is_ok()
+                        {
                             self.sounding.remove(MODEL_CHANNEL, pitch);
                             RtStats::bump(&stats.stop_offs);
                         } else {
@@ -152,8 +158,18 @@ impl ProcessHandler for RtProcess {
                 let late = ev.frame < start;
                 let offset = if late { 0 } else { (ev.frame - start) as u32 }.max(last_offset);
                 // Channel 0 whatever the decoder thread said.
-                let msg = [(ev.msg[0] & 0xF0) | MODEL_CHANNEL, ev.msg[1] & 0x7f, ev.msg[2] & 0x7f];
-                if writer.write(&RawMidi { time: offset, bytes: &msg }).is_err() {
+                let msg = [
+                    (ev.msg[0] & 0xF0) | MODEL_CHANNEL,
+                    ev.msg[1] & 0x7f,
+                    ev.msg[2] & 0x7f,
+                ];
+                if writer
+                    .write(&RawMidi {
+                        time: offset,
+                        bytes: &msg,
+                    })
+                    .is_err()
+                {
                     RtStats::bump(&stats.out_buffer_full);
                     break; // retried next cycle
                 }
@@ -167,7 +183,9 @@ impl ProcessHandler for RtProcess {
                 RtStats::bump(&stats.written);
                 if late {
                     RtStats::bump(&stats.written_late);
-                    stats.late_frames_max.fetch_max(start - ev.frame, Ordering::Relaxed);
+                    stats
+                        .late_frames_max
+                        .fetch_max(start - ev.frame, Ordering::Relaxed);
                 }
             }
         }

@@ -82,7 +82,11 @@ impl Histogram {
     /// The smallest bucket bound at or below which `q` (0..=1) of the values lie, capped by the
     /// exact maximum. 0 when empty.
     pub fn quantile(&self, q: f64) -> u64 {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return 0;
@@ -166,11 +170,21 @@ mod tests {
 
     #[test]
     fn histogram_bounds_hold_every_value() {
-        for v in [0u64, 1, 15, 16, 17, 31, 32, 1000, 4095, 4096, 123_456, 9_999_999] {
+        for v in [
+            0u64, 1, 15, 16, 17, 31, 32, 1000, 4095, 4096, 123_456, 9_999_999,
+        ] {
             let i = Histogram::index(v);
-            assert!(Histogram::upper(i) >= v, "v {v} bucket {i} upper {}", Histogram::upper(i));
+            assert!(
+                Histogram::upper(i) >= v,
+                "v {v} bucket {i} upper {}",
+                Histogram::upper(i)
+            );
             if i > 0 {
-                assert!(Histogram::upper(i - 1) < v, "v {v} also fits bucket {}", i - 1);
+                assert!(
+                    Histogram::upper(i - 1) < v,
+                    "v {v} also fits bucket {}",
+                    i - 1
+                );
             }
             assert!((Histogram::upper(i) - v) as f64 <= v as f64 / 16.0 + 1.0);
         }
@@ -185,9 +199,15 @@ mod tests {
         assert_eq!(h.count(), 1000);
         assert_eq!(h.max(), 1_000_000);
         let p99 = h.quantile(0.99);
-        assert!((990_000..=990_000 + 990_000 / 16).contains(&p99), "p99 {p99}");
+        assert!(
+            (990_000..=990_000 + 990_000 / 16).contains(&p99),
+            "p99 {p99}"
+        );
         let p50 = h.quantile(0.5);
-        assert!((500_000..=500_000 + 500_000 / 16).contains(&p50), "p50 {p50}");
+        assert!(
+            (500_000..=500_000 + 500_000 / 16).contains(&p50),
+            "p50 {p50}"
+        );
         assert_eq!(h.quantile(1.0), 1_000_000);
         assert!((h.mean() - 500_500.0).abs() < 1.0);
     }

@@ -62,8 +62,9 @@ impl Decoder {
             std::thread::Builder::new()
                 .name("midicopilot-decoder".into())
                 .spawn(move || {
-                    decoder_thread::run_with_control(session, follower, input, output, shared,
-                                                     cfg, quit, control)
+                    decoder_thread::run_with_control(
+                        session, follower, input, output, shared, cfg, quit, control,
+                    )
                 })
                 .context("starting the decoder thread")?
         };
@@ -117,7 +118,10 @@ pub fn wait_for_stop(when: &StopWhen<'_>, shared: &Shared, decoder: &Decoder) ->
         if decoder.is_finished() {
             return StopReason::DecoderError;
         }
-        if when.run_seconds.is_some_and(|s| when.started.elapsed().as_secs_f64() >= s) {
+        if when
+            .run_seconds
+            .is_some_and(|s| when.started.elapsed().as_secs_f64() >= s)
+        {
             return StopReason::RunSeconds;
         }
         std::thread::sleep(Duration::from_millis(5));

@@ -69,11 +69,16 @@ impl SessionSpec {
             self.bpm
         );
         ensure!(
-            self.release_horizon_ms.is_finite() && (0.0..=1000.0).contains(&self.release_horizon_ms),
+            self.release_horizon_ms.is_finite()
+                && (0.0..=1000.0).contains(&self.release_horizon_ms),
             "release_horizon_ms {}: expected 0 to 1000",
             self.release_horizon_ms
         );
-        ensure!(self.context >= 32, "context {}: at least 32 tokens", self.context);
+        ensure!(
+            self.context >= 32,
+            "context {}: at least 32 tokens",
+            self.context
+        );
         ensure!(
             self.lookahead_ticks.is_none_or(|t| t >= 1),
             "lookahead_ticks 0: at least one tick"
@@ -87,7 +92,11 @@ impl SessionSpec {
             "max_polyphony {}: expected 1 to 128",
             self.max_polyphony
         );
-        SamplingParams { temperature: self.temperature, top_p: self.top_p }.validate()
+        SamplingParams {
+            temperature: self.temperature,
+            top_p: self.top_p,
+        }
+        .validate()
     }
 
     /// The running spec with a request's fields applied (`null` style words and seed: defaults).
@@ -120,7 +129,10 @@ impl SessionSpec {
     pub fn session_config(&self, params: &LanguageParams) -> SessionConfig {
         let mut cfg = SessionConfig::defaults(params);
         cfg.seed = self.seed;
-        cfg.sampling = SamplingParams { temperature: self.temperature, top_p: self.top_p };
+        cfg.sampling = SamplingParams {
+            temperature: self.temperature,
+            top_p: self.top_p,
+        };
         cfg.context = ContextConfig::for_limit(self.context);
         cfg.lookahead_ticks = self.lookahead_ticks.unwrap_or(cfg.lookahead_ticks);
         // The live backends release by their own horizon in frames (see live::decoder_thread).
@@ -150,7 +162,9 @@ impl SessionSpec {
 
     /// The release horizon in frames at `rate`.
     pub fn horizon_frames(&self, rate: u32) -> u64 {
-        (self.release_horizon_ms / 1e3 * f64::from(rate)).round().max(0.0) as u64
+        (self.release_horizon_ms / 1e3 * f64::from(rate))
+            .round()
+            .max(0.0) as u64
     }
 }
 
@@ -282,13 +296,17 @@ impl Switcher {
             self.stats.requests += 1;
             self.request(req, st.now);
         }
-        let Some(p) = &self.pending else { return worked };
+        let Some(p) = &self.pending else {
+            return worked;
+        };
         let outcome = match p.rx.try_recv() {
             Ok(outcome) => outcome,
             Err(mpsc::TryRecvError::Empty) => return worked,
             Err(mpsc::TryRecvError::Disconnected) => Err("the loading thread failed".into()),
         };
-        let Some(p) = self.pending.take() else { return worked };
+        let Some(p) = self.pending.take() else {
+            return worked;
+        };
         match outcome {
             Ok(built) => self.swap(built, &p, st),
             Err(message) => self.fail(&p.name, message),
@@ -312,12 +330,14 @@ impl Switcher {
         };
         if let Some(old) = self.pending.take() {
             self.stats.skipped += 1;
-            self.status.send(json!({"event": "skipped", "name": old.name,
+            self.status
+                .send(json!({"event": "skipped", "name": old.name,
                                     "reason": format!("superseded by {}", req.name)}));
         }
         let reuse = (key == self.key).then(|| self.engine.clone());
         if reuse.is_none() {
-            self.status.send(json!({"event": "loading", "name": req.name,
+            self.status
+                .send(json!({"event": "loading", "name": req.name,
                                     "bundle": spec.bundle.display().to_string()}));
         }
         self.generation += 1;
@@ -333,7 +353,14 @@ impl Switcher {
                         None => spec.load_engine()?,
                     };
                     let (session, header) = spec.build(engine.clone())?;
-                    Ok(Built { session, engine, spec, key, header, loaded })
+                    Ok(Built {
+                        session,
+                        engine,
+                        spec,
+                        key,
+                        header,
+                        loaded,
+                    })
                 })();
                 let _ = tx.send(outcome.map_err(|e| format!("{e:#}")));
             });
@@ -352,7 +379,14 @@ impl Switcher {
     /// Retire the running session (note-offs first) and put the built one in its place.
     fn swap(&mut self, built: Built, p: &Pending, st: LoopState<'_>) {
         debug_assert_eq!(p.generation, self.generation);
-        let Built { session, engine, spec, key, header, loaded } = built;
+        let Built {
+            session,
+            engine,
+            spec,
+            key,
+            header,
+            loaded,
+        } = built;
         let tempo = &*st.tempo;
         // 1. note-offs for everything the old session released and did not close, due one
         //    release horizon from now (so they reach the real-time side in time) and queued
@@ -443,9 +477,19 @@ mod tests {
 
     #[test]
     fn a_request_changes_only_what_it_names() {
-        let req = SwitchRequest { name: "x".into(), bpm: Some(90.0), ..Default::default() };
+        let req = SwitchRequest {
+            name: "x".into(),
+            bpm: Some(90.0),
+            ..Default::default()
+        };
         let s = spec().apply(&req);
-        assert_eq!(s, SessionSpec { bpm: 90.0, ..spec() });
+        assert_eq!(
+            s,
+            SessionSpec {
+                bpm: 90.0,
+                ..spec()
+            }
+        );
         let req = SwitchRequest {
             name: "x".into(),
             bundle: Some("/c".into()),
@@ -485,12 +529,48 @@ mod tests {
     fn bad_values_are_refused_with_the_field_named() {
         let cases: [(SessionSpec, &str); 7] = [
             (SessionSpec { bpm: 0.5, ..spec() }, "bpm 0.5"),
-            (SessionSpec { bpm: f64::NAN, ..spec() }, "bpm NaN"),
-            (SessionSpec { release_horizon_ms: 2000.0, ..spec() }, "release_horizon_ms 2000"),
-            (SessionSpec { context: 8, ..spec() }, "context 8"),
-            (SessionSpec { max_polyphony: 0, ..spec() }, "max_polyphony 0"),
-            (SessionSpec { top_p: 1.5, ..spec() }, "top-p"),
-            (SessionSpec { lookahead_ticks: Some(0), ..spec() }, "lookahead_ticks 0"),
+            (
+                SessionSpec {
+                    bpm: f64::NAN,
+                    ..spec()
+                },
+                "bpm NaN",
+            ),
+            (
+                SessionSpec {
+                    release_horizon_ms: 2000.0,
+                    ..spec()
+                },
+                "release_horizon_ms 2000",
+            ),
+            (
+                SessionSpec {
+                    context: 8,
+                    ..spec()
+                },
+                "context 8",
+            ),
+            (
+                SessionSpec {
+                    max_polyphony: 0,
+                    ..spec()
+                },
+                "max_polyphony 0",
+            ),
+            (
+                SessionSpec {
+                    top_p: 1.5,
+                    ..spec()
+                },
+                "top-p",
+            ),
+            (
+                SessionSpec {
+                    lookahead_ticks: Some(0),
+                    ..spec()
+                },
+                "lookahead_ticks 0",
+            ),
         ];
         for (s, want) in cases {
             let e = format!("{:#}", s.validate().expect_err(want));
@@ -501,7 +581,10 @@ mod tests {
 
     #[test]
     fn the_session_config_is_the_jack_commands() {
-        let params = LanguageParams { ticks_per_quarter: 24, velocity_bins: 8 };
+        let params = LanguageParams {
+            ticks_per_quarter: 24,
+            velocity_bins: 8,
+        };
         let c = spec().session_config(&params);
         let d = SessionConfig::defaults(&params);
         assert_eq!(c.lookahead_ticks, d.lookahead_ticks);
@@ -511,7 +594,11 @@ mod tests {
         assert_eq!(c.seed, 3);
         assert_eq!(c.context, ContextConfig::for_limit(512));
         assert_eq!(c.max_steps_per_advance, 2);
-        let s = SessionSpec { lookahead_ticks: Some(12), max_note_ticks: Some(40), ..spec() };
+        let s = SessionSpec {
+            lookahead_ticks: Some(12),
+            max_note_ticks: Some(40),
+            ..spec()
+        };
         let c = s.session_config(&params);
         assert_eq!((c.lookahead_ticks, c.policy.max_note_ticks), (12, 40));
         assert_eq!(spec().horizon_frames(48_000), 1920);
@@ -519,8 +606,14 @@ mod tests {
 
     #[test]
     fn a_missing_bundle_is_one_line() {
-        let e = format!("{:#}", bundle_key(Path::new("/no/such/bundle")).unwrap_err());
-        assert!(e.starts_with("model bundle /no/such/bundle: cannot open"), "{e}");
+        let e = format!(
+            "{:#}",
+            bundle_key(Path::new("/no/such/bundle")).unwrap_err()
+        );
+        assert!(
+            e.starts_with("model bundle /no/such/bundle: cannot open"),
+            "{e}"
+        );
         assert!(!e.contains('\n'));
     }
 }
