@@ -103,12 +103,16 @@ def patch(preset: str, server: str | None) -> None:
 @click.option("--seed", type=click.IntRange(0), help="Override the preset's seed.")
 @click.option("--clock", type=click.Choice(["virtual", "wall"]), default=None,
               help="virtual: reproducible, as fast as it goes; wall: real time at the BPM.")
+@click.option("--channels", type=click.Choice(["parts", "keep"]), default="parts",
+              show_default=True,
+              help="parts: every part (track, channel) of IN takes a channel of its own, 1–15, "
+                   "as in training; keep: IN's channels as they are, its channel 0 left out.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the engine's report (events, lateness, flushes) as JSON.")
 def render(preset: str, midi_in: Path, output: Path, roll: Path | None, seed: int | None,
-           clock: str | None, report: Path | None) -> None:
-    """Play a MIDI file's channels 1–15 through the engine with a preset; write what the model
-    answered on channel 0 together with the human parts."""
+           clock: str | None, channels: str, report: Path | None) -> None:
+    """Play a MIDI file through the engine with a preset as the human (its parts on channels
+    1–15); write what the model answered on channel 0 together with the human parts."""
     from midicopilot.host import engine, presets
 
     p = load(preset)
@@ -119,7 +123,8 @@ def render(preset: str, midi_in: Path, output: Path, roll: Path | None, seed: in
         exe = engine.find_engine()
     except engine.EngineNotFound as e:
         raise click.ClickException(str(e)) from None
-    argv = engine.render_argv(exe, p, midi_in, output, seed=seed, clock=clock, report=report)
+    argv = engine.render_argv(exe, p, midi_in, output, seed=seed, clock=clock,
+                              channels=channels, report=report)
     try:
         code = subprocess.run(argv).returncode
     except KeyboardInterrupt:

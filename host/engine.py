@@ -92,7 +92,7 @@ def engine_args(preset: Preset, *, live: bool = False) -> list[str]:
 
 def render_argv(engine: Path, preset: Preset, midi_in: Path, midi_out: Path, *,
                 seed: int | None = None, clock: str | None = None,
-                report: Path | None = None) -> list[str]:
+                channels: str | None = None, report: Path | None = None) -> list[str]:
     """`midicopilot-engine render` for a preset; `seed` overrides the preset's."""
     args = engine_args(preset)
     if seed is not None:
@@ -103,6 +103,8 @@ def render_argv(engine: Path, preset: Preset, midi_in: Path, midi_out: Path, *,
     argv = [str(engine), "render", *args, str(midi_in), "-o", str(midi_out)]
     if clock:
         argv += ["--clock", clock]
+    if channels:
+        argv += ["--channels", channels]
     if report:
         argv += ["--report", str(report)]
     return argv

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +135,24 @@ def test_render_through_engine_draws_model_notes(tmp_path: Path, engine_bin: Pat
                          env={**__import__("os").environ, "MIDICOPILOT_ENGINE": str(exe)})
     assert out.returncode == 0, out.stderr
     notes, _ = read_notes(out_mid)
-    assert {1, 2, 3} <= {n.channel for n in notes}
     assert any(n.channel == 0 for n in notes), "the model played nothing"
+    # test02's four voices are on channels 0–3: each takes a human channel, none is lost
+    source, _ = read_notes(midi("test02.mid"))
+    by_channel = Counter(n.channel for n in source)
+    assert sorted(by_channel) == [0, 1, 2, 3]
+    human = Counter(n.channel for n in notes if n.channel != 0)
+    assert set(human) == {1, 2, 3, 4}
+    assert sorted(human.values()) == sorted(by_channel.values())
     info = draw_pianoroll(out_mid, tmp_path / "again.png")
     assert colour_mask(tmp_path / "again.png", info.plot_box, MODEL_COLOR).sum() > 0
+
+    # --channels keep: the file's own channels, its channel 0 left out (and said so)
+    keep = subprocess.run([sys.executable, "-m", "midicopilot.host.cli", "render", str(preset),
+                           str(midi("test02.mid")), "-o", str(out_mid), "--channels", "keep"],
+                          capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "MIDICOPILOT_ENGINE": str(exe)})
+    assert keep.returncode == 0, keep.stderr
+    assert f"{by_channel[0]} notes on channel 0 left out" in keep.stderr
+    notes, _ = read_notes(out_mid)
+    human = Counter(n.channel for n in notes if n.channel != 0)
+    assert human == Counter({c: by_channel[c] for c in (1, 2, 3)})

@@ -23,7 +23,7 @@ enum Command {
     Encode(cmd::encode::EncodeArgs),
     /// Write event-language text as a MIDI file.
     Decode(cmd::decode::DecodeArgs),
-    /// Play a MIDI file's channels 1–15 through the model and write its channel-0 answer.
+    /// Play a MIDI file's parts (on channels 1–15) through the model; write its channel-0 answer.
     Render(cmd::render::RenderArgs),
     /// Play live as a JACK client: channels 1–15 in, the model's channel 0 out.
     Jack(cmd::jack::JackArgs),

@@ -95,19 +95,21 @@ fn one_seed_renders_byte_identical_files_with_closed_channel0_notes() {
     let (input, human) = short_input(&dir, 288);
     let (a, b, c) = (dir.join("a.mid"), dir.join("b.mid"), dir.join("c.mid"));
     let report = dir.join("report.json");
-    let args = ["--seed", "7", "--context", "96", "--report", s(&report)];
+    // The input is laid out for the copilot already (channel 6): keep its channels.
+    let keep = ["--channels", "keep", "--context", "96"];
+    let args = [&keep[..], &["--seed", "7", "--report", s(&report)]].concat();
     ok(&render(&bundle, &input, &a, &args));
     ok(&render(
         &bundle,
         &input,
         &b,
-        &["--seed", "7", "--context", "96"],
+        &[&keep[..], &["--seed", "7"]].concat(),
     ));
     ok(&render(
         &bundle,
         &input,
         &c,
-        &["--seed", "8", "--context", "96"],
+        &[&keep[..], &["--seed", "8"]].concat(),
     ));
     let (a, b, c) = (
         std::fs::read(a).unwrap(),
@@ -138,11 +140,12 @@ fn one_seed_renders_byte_identical_files_with_closed_channel0_notes() {
 }
 
 #[test]
-fn channel0_of_the_input_is_the_models_part() {
+fn with_channels_keep_channel0_of_the_input_is_left_out() {
     let bundle = random_bundle(0);
     let dir = scratch("render-ch0");
     let params = LanguageParams::default();
-    // Put a channel-0 note in the input: it must not come back (channel 0 is the model's).
+    // Put a channel-0 note in the input: with `--channels keep` it must not come back (channel 0
+    // is the model's), and stderr says so.
     let mut events = human_part(&music21_file("bach-bwv1.6.mid"), &params, 96);
     events.push(NoteEvent::on(0, 0, 100, 3));
     events.push(NoteEvent::off(90, 0, 100));
@@ -150,16 +153,105 @@ fn channel0_of_the_input_is_the_models_part() {
     let input = dir.join("in.mid");
     std::fs::write(&input, events_to_midi(&events, &params, 120.0)).unwrap();
     let out = dir.join("out.mid");
-    ok(&render(
+    let run = render(
         &bundle,
         &input,
         &out,
-        &["--temperature", "0", "--max-polyphony", "2"],
-    ));
+        &[
+            "--temperature",
+            "0",
+            "--max-polyphony",
+            "2",
+            "--channels",
+            "keep",
+        ],
+    );
+    ok(&run);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("1 notes on channel 0 left out"), "{err}");
     let back = encode_midi_bytes(&std::fs::read(&out).unwrap(), &params).unwrap();
     assert!(!back
         .iter()
         .any(|e| e.channel == 0 && e.pitch == 100 && e.tick == 0 && e.is_on()));
+    let human = |evs: &[NoteEvent]| -> Vec<NoteEvent> {
+        evs.iter().copied().filter(|e| e.channel != 0).collect()
+    };
+    assert_eq!(human(&back), human(&events));
+}
+
+/// Note-ons per channel of a MIDI file.
+fn note_ons_by_channel(bytes: &[u8]) -> [usize; 16] {
+    let smf = Smf::parse(bytes).expect("a MIDI file");
+    let mut counts = [0; 16];
+    for track in &smf.tracks {
+        for ev in track {
+            if let TrackEventKind::Midi {
+                channel,
+                message: MidiMessage::NoteOn { vel, .. },
+            } = ev.kind
+            {
+                if vel.as_int() > 0 {
+                    counts[usize::from(channel.as_int())] += 1;
+                }
+            }
+        }
+    }
+    counts
+}
+
+#[test]
+fn every_part_of_the_input_gets_a_human_channel() {
+    // music21 writes a chorale as four tracks, every one on channel 0: by default each part
+    // takes a channel of its own, 1–4, and nothing is lost.
+    let bundle = random_bundle(0);
+    let dir = scratch("render-parts");
+    let input = music21_file("bach-bwv10.7.mid");
+    let source = note_ons_by_channel(&std::fs::read(&input).unwrap());
+    assert!(
+        source[0] > 100 && source[1..].iter().all(|&n| n == 0),
+        "{source:?}"
+    );
+    let (out, report) = (dir.join("out.mid"), dir.join("report.json"));
+    let run = render(
+        &bundle,
+        &input,
+        &out,
+        &["--tail-ticks", "1", "--report", s(&report)],
+    );
+    ok(&run);
+    assert!(
+        run.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["channels"], "parts");
+    assert_eq!(report["notes_left_out"], 0);
+    let parts = report["parts"].as_array().unwrap();
+    let moves: Vec<(u64, u64, u64)> = parts
+        .iter()
+        .map(|p| {
+            (
+                p["track"].as_u64().unwrap(),
+                p["channel"].as_u64().unwrap(),
+                p["to"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(moves, vec![(1, 0, 1), (2, 0, 2), (3, 0, 3), (4, 0, 4)]);
+    let total: u64 = parts.iter().map(|p| p["notes"].as_u64().unwrap()).sum();
+    assert_eq!(total as usize, source[0]);
+    let back = note_ons_by_channel(&std::fs::read(&out).unwrap());
+    for p in parts {
+        let to = p["to"].as_u64().unwrap() as usize;
+        assert_eq!(
+            back[to] as u64,
+            p["notes"].as_u64().unwrap(),
+            "channel {to}"
+        );
+    }
+    assert_eq!(report["events_in"].as_u64().unwrap(), 2 * total);
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! `midicopilot-engine render --bundle B IN.mid -o OUT.mid`: play a MIDI file's channels 1–15 as
-//! the human through the live decoder loop (the `file` backend) and write the human parts plus
-//! the model's channel 0.
+//! `midicopilot-engine render --bundle B IN.mid -o OUT.mid`: play a MIDI file as the human
+//! through the live decoder loop (the `file` backend) and write the human parts plus the model's
+//! channel 0. The file's parts take channels 1–15 first (events::parts).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use candle_core::Device;
 use crate::backend::file::{output_midi, render, Clock, RenderOptions};
 use crate::bundle::Bundle;
 use crate::context::ContextConfig;
-use crate::events::encode_midi_bytes;
+use crate::events::parts::{human_part, Layout};
 use crate::model::Olmo2;
 use crate::sampler::{Policy, SamplingParams};
 use crate::session::{Engine, Session, SessionConfig};
@@ -29,7 +29,7 @@ pub struct RenderArgs {
     /// The model bundle folder.
     #[arg(long, value_name = "DIR")]
     pub bundle: PathBuf,
-    /// The MIDI file whose channels 1–15 are the human part (its channel 0 is dropped).
+    /// The MIDI file the human plays (its parts take channels 1–15: see --channels).
     #[arg(value_name = "IN.mid")]
     pub input: PathBuf,
     /// The MIDI file to write: the human parts plus the model's channel 0.
@@ -73,6 +73,11 @@ pub struct RenderArgs {
     /// Keep playing this long after the last human event (default: one 4/4 bar).
     #[arg(long, value_name = "TICKS")]
     pub tail_ticks: Option<u64>,
+    /// How IN's notes become the human part: `parts` gives every part (track, channel) a
+    /// channel of its own, 1–15, as the training corpus does; `keep` takes IN's channels as they
+    /// are and leaves out its channel 0 (the model's).
+    #[arg(long, value_enum, default_value_t = Layout::Parts)]
+    pub channels: Layout,
     /// Write figures (events, lateness, flushes, prefix cuts, tokens, ms/token) as JSON here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -93,7 +98,14 @@ pub fn run(args: RenderArgs) -> Result<()> {
         .with_context(|| format!("loading the model of {}", args.bundle.display()))?;
     let engine = Engine::new(&bundle, Arc::new(model))?;
     let params = engine.params;
-    let input = encode_midi_bytes(&bytes, &params).context(input_name)?;
+    let human = human_part(&bytes, &params, args.channels).context(input_name.clone())?;
+    if human.notes_left_out() > 0 {
+        eprintln!(
+            "midicopilot-engine: render: {input_name}: {} notes on channel 0 left out \
+             (--channels keep; --channels parts moves every part onto 1–15)",
+            human.notes_left_out()
+        );
+    }
     let header = engine.header(args.genre.as_deref(), args.part.as_deref())?;
 
     let tpq = u64::from(params.ticks_per_quarter);
@@ -126,7 +138,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
         tail_ticks: args.tail_ticks.unwrap_or(4 * tpq),
         idle_chunk: 32,
     };
-    let out = render(&mut session, &input, &params, &opts)?;
+    let out = render(&mut session, &human.events, &params, &opts)?;
     let midi = output_midi(&out, &params, args.bpm);
     ensure!(
         !midi.is_empty(),
@@ -137,7 +149,11 @@ pub fn run(args: RenderArgs) -> Result<()> {
         .context("cannot write the file")
         .with_context(|| args.output.display().to_string())?;
     if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&out.report)?;
+        let mut report = serde_json::to_value(&out.report)?;
+        report["channels"] = serde_json::to_value(args.channels)?;
+        report["parts"] = serde_json::to_value(&human.parts)?;
+        report["notes_left_out"] = human.notes_left_out().into();
+        let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json + "\n")
             .context("cannot write the report")
             .with_context(|| path.display().to_string())?;

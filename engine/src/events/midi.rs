@@ -22,6 +22,21 @@ pub struct Note {
     pub velocity: u8,
 }
 
+/// A note after rules 1–8 with where it came from: the file's part, (track, channel).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SourcedNote {
+    pub note: Note,
+    /// The index of the track that holds its note-on.
+    pub track: usize,
+}
+
+impl SourcedNote {
+    /// Its part: (track, channel in the file).
+    pub fn part(&self) -> (usize, u8) {
+        (self.track, self.note.channel)
+    }
+}
+
 /// A note in file ticks while pairing (rules 4–6).
 struct RawNote {
     start: u64,
@@ -29,6 +44,7 @@ struct RawNote {
     channel: u8,
     pitch: u8,
     velocity: u8,
+    track: usize,
 }
 
 /// Rule 7: `q(t) = ⌊(2·t·tpq + division) / (2·division)⌋`, in integers (round half up).
@@ -40,14 +56,27 @@ pub fn quantize(t: u64, tpq: u32, division: u16) -> Result<u64, EventError> {
 
 /// The notes of a parsed file, rules 1–10 of FORMAT.md, in the order of their note-ons.
 pub fn notes_from_smf(smf: &SmfEvents, params: &LanguageParams) -> Result<Vec<Note>, EventError> {
+    let notes: Vec<Note> = sourced_notes_from_smf(smf, params)?
+        .into_iter()
+        .map(|n| n.note)
+        .collect();
+    Ok(one_voice_per_pitch(notes))
+}
+
+/// The notes of a parsed file after rules 1–8 (before rule 9, so that parts can still move to
+/// other channels first), each with its track, in the order of their note-ons.
+pub fn sourced_notes_from_smf(
+    smf: &SmfEvents,
+    params: &LanguageParams,
+) -> Result<Vec<SourcedNote>, EventError> {
     params.validate()?;
     // Rule 1: merge by absolute tick; ties keep track order, then order within the track
     // (a stable sort of the tracks' events laid end to end).
-    let mut merged: Vec<(u64, Kind)> = smf
+    let mut merged: Vec<(u64, usize, Kind)> = smf
         .tracks
         .iter()
-        .flatten()
-        .map(|e| (e.tick, e.kind))
+        .enumerate()
+        .flat_map(|(t, track)| track.iter().map(move |e| (e.tick, t, e.kind)))
         .collect();
     merged.sort_by_key(|e| e.0);
     // Rule 6: the file's last event tick, of any kind.
@@ -57,7 +86,7 @@ pub fn notes_from_smf(smf: &SmfEvents, params: &LanguageParams) -> Result<Vec<No
     let mut open: Vec<VecDeque<usize>> = vec![VecDeque::new(); 16 * 128];
     let mut pedal_down = [false; 16];
     let mut held: Vec<Vec<usize>> = vec![Vec::new(); 16];
-    for &(tick, kind) in &merged {
+    for &(tick, track, kind) in &merged {
         match kind {
             Kind::NoteOn {
                 channel,
@@ -71,6 +100,7 @@ pub fn notes_from_smf(smf: &SmfEvents, params: &LanguageParams) -> Result<Vec<No
                     channel,
                     pitch: key,
                     velocity,
+                    track,
                 });
             }
             Kind::NoteOn { channel, key, .. } | Kind::NoteOff { channel, key } => {
@@ -111,36 +141,44 @@ pub fn notes_from_smf(smf: &SmfEvents, params: &LanguageParams) -> Result<Vec<No
         if end <= start {
             end = start + 1;
         }
-        quantized.push(Note {
-            start,
-            end,
-            channel: n.channel,
-            pitch: n.pitch,
-            velocity: n.velocity,
+        quantized.push(SourcedNote {
+            note: Note {
+                start,
+                end,
+                channel: n.channel,
+                pitch: n.pitch,
+                velocity: n.velocity,
+            },
+            track: n.track,
         });
     }
+    Ok(quantized)
+}
 
-    // Rule 9: one voice per (channel, pitch). Notes are already in (start, file order).
-    let mut keep = vec![true; quantized.len()];
+/// Rule 9: one voice per (channel, pitch): of notes starting together the first is kept, a note
+/// still sounding when the next of its pitch starts ends there. `notes` are in (start, file
+/// order), as [`sourced_notes_from_smf`] gives them, whatever their channels now are.
+pub fn one_voice_per_pitch(mut notes: Vec<Note>) -> Vec<Note> {
+    let mut keep = vec![true; notes.len()];
     let mut last_kept: Vec<Option<usize>> = vec![None; 16 * 128];
-    for i in 0..quantized.len() {
-        let slot = usize::from(quantized[i].channel) * 128 + usize::from(quantized[i].pitch);
+    for i in 0..notes.len() {
+        let slot = usize::from(notes[i].channel) * 128 + usize::from(notes[i].pitch);
         if let Some(j) = last_kept[slot] {
-            if quantized[j].start == quantized[i].start {
+            if notes[j].start == notes[i].start {
                 keep[i] = false;
                 continue;
             }
-            if quantized[j].end > quantized[i].start {
-                quantized[j].end = quantized[i].start;
+            if notes[j].end > notes[i].start {
+                notes[j].end = notes[i].start;
             }
         }
         last_kept[slot] = Some(i);
     }
-    Ok(quantized
+    notes
         .into_iter()
         .zip(keep)
         .filter_map(|(n, k)| k.then_some(n))
-        .collect())
+        .collect()
 }
 
 /// Rule 12: a note-on at each note's start, a note-off at its end, sorted.
@@ -161,7 +199,15 @@ pub fn encode_midi_bytes(
     bytes: &[u8],
     params: &LanguageParams,
 ) -> Result<Vec<NoteEvent>, EventError> {
-    match std::panic::catch_unwind(|| encode_midi_bytes_unguarded(bytes, params)) {
+    guarded(|| encode_midi_bytes_unguarded(bytes, params))
+}
+
+/// Run a file reader; a panic inside it becomes [`EventError::Internal`] (the file boundary:
+/// nothing a damaged file holds may take the process down).
+pub fn guarded<T>(
+    read: impl FnOnce() -> Result<T, EventError> + std::panic::UnwindSafe,
+) -> Result<T, EventError> {
+    match std::panic::catch_unwind(read) {
         Ok(result) => result,
         Err(payload) => {
             let msg = payload

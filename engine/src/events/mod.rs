@@ -3,6 +3,7 @@
 //! - [`smf`] reads Standard MIDI Files (midly for the events, a chunk layer that follows mido's
 //!   reading so both implementations accept and refuse the same files);
 //! - [`midi`] turns a file into note events (FORMAT.md rules 1–12) and events back into a file;
+//! - [`parts`] lays a file's parts out on channels 1–15 as the human side of a session;
 //! - [`text`] writes and strictly parses the text;
 //! - [`stream`] is the live side: a streaming encoder and a word-at-a-time decoder;
 //! - [`grammar`] is a byte-level acceptor of the text body, for the engine's sampling mask.
@@ -10,6 +11,7 @@
 pub mod grammar;
 pub mod midi;
 pub mod params;
+pub mod parts;
 pub mod smf;
 pub mod stream;
 pub mod text;
