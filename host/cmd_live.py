@@ -103,6 +103,8 @@ def patch(preset: str, server: str | None) -> None:
 @click.option("--seed", type=click.IntRange(0), help="Override the preset's seed.")
 @click.option("--clock", type=click.Choice(["virtual", "wall"]), default=None,
               help="virtual: reproducible, as fast as it goes; wall: real time at the BPM.")
+@click.option("--bpm", type=click.FloatRange(1, 999),
+              help="Tempo of OUT and of the wall clock (default: IN's own first tempo, else 120).")
 @click.option("--channels", type=click.Choice(["parts", "keep"]), default="parts",
               show_default=True,
               help="parts: every part (track, channel) of IN takes a channel of its own, 1–15, "
@@ -110,7 +112,7 @@ def patch(preset: str, server: str | None) -> None:
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the engine's report (events, lateness, flushes) as JSON.")
 def render(preset: str, midi_in: Path, output: Path, roll: Path | None, seed: int | None,
-           clock: str | None, channels: str, report: Path | None) -> None:
+           clock: str | None, bpm: float | None, channels: str, report: Path | None) -> None:
     """Play a MIDI file through the engine with a preset as the human (its parts on channels
     1–15); write what the model answered on channel 0 together with the human parts."""
     from midicopilot.host import engine, presets
@@ -123,7 +125,7 @@ def render(preset: str, midi_in: Path, output: Path, roll: Path | None, seed: in
         exe = engine.find_engine()
     except engine.EngineNotFound as e:
         raise click.ClickException(str(e)) from None
-    argv = engine.render_argv(exe, p, midi_in, output, seed=seed, clock=clock,
+    argv = engine.render_argv(exe, p, midi_in, output, seed=seed, clock=clock, bpm=bpm,
                               channels=channels, report=report)
     try:
         code = subprocess.run(argv).returncode

@@ -91,15 +91,15 @@ def engine_args(preset: Preset, *, live: bool = False) -> list[str]:
 
 
 def render_argv(engine: Path, preset: Preset, midi_in: Path, midi_out: Path, *,
-                seed: int | None = None, clock: str | None = None,
+                seed: int | None = None, clock: str | None = None, bpm: float | None = None,
                 channels: str | None = None, report: Path | None = None) -> list[str]:
-    """`midicopilot-engine render` for a preset; `seed` overrides the preset's."""
-    args = engine_args(preset)
+    """`midicopilot-engine render` for a preset; `seed` overrides the preset's. The tempo is IN's
+    own (the engine reads it) unless `bpm` is given: the preset's BPM is the live tempo."""
+    args = _without(engine_args(preset), "--bpm")
+    if bpm is not None:
+        args += ["--bpm", _num(bpm)]
     if seed is not None:
-        if "--seed" in args:
-            i = args.index("--seed")
-            del args[i:i + 2]
-        args += ["--seed", str(seed)]
+        args = _without(args, "--seed") + ["--seed", str(seed)]
     argv = [str(engine), "render", *args, str(midi_in), "-o", str(midi_out)]
     if clock:
         argv += ["--clock", clock]
@@ -108,3 +108,11 @@ def render_argv(engine: Path, preset: Preset, midi_in: Path, midi_out: Path, *,
     if report:
         argv += ["--report", str(report)]
     return argv
+
+
+def _without(args: list[str], flag: str) -> list[str]:
+    """`args` without `flag` and its value."""
+    if flag not in args:
+        return list(args)
+    i = args.index(flag)
+    return args[:i] + args[i + 2:]

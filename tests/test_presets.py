@@ -273,6 +273,10 @@ def test_engine_args_from_preset(tmp_path: Path) -> None:
     assert argv[:2] == ["/e", "render"] and argv.count("--seed") == 1
     assert argv[argv.index("--seed") + 1] == "3"
     assert argv[-5:] == ["in.mid", "-o", "out.mid", "--clock", "virtual"]
+    # render plays IN at its own tempo unless asked: the preset's BPM is the live tempo
+    assert "--bpm" not in argv
+    argv = engine.render_argv(Path("/e"), p, Path("in.mid"), Path("out.mid"), bpm=72.5)
+    assert argv.count("--bpm") == 1 and argv[argv.index("--bpm") + 1] == "72.5"
 
 
 def test_find_engine_order(tmp_path: Path, monkeypatch) -> None:

@@ -322,3 +322,65 @@ fn bad_input_is_one_line_on_stderr() {
     assert!(err.contains("missing.mid"), "{err}");
     assert!(!out.exists(), "no output is written on an error");
 }
+
+/// The first Set Tempo of a MIDI file (microseconds a quarter), read with midly.
+fn first_tempo(bytes: &[u8]) -> Option<u32> {
+    let smf = Smf::parse(bytes).expect("a MIDI file");
+    let mut found: Option<(u64, u32)> = None;
+    for track in &smf.tracks {
+        let mut tick = 0u64;
+        for ev in track {
+            tick += u64::from(ev.delta.as_int());
+            if let TrackEventKind::Meta(midly::MetaMessage::Tempo(t)) = ev.kind {
+                if found.is_none_or(|(at, _)| tick < at) {
+                    found = Some((tick, t.as_int()));
+                }
+            }
+        }
+    }
+    found.map(|(_, t)| t)
+}
+
+#[test]
+fn the_output_keeps_the_inputs_tempo_unless_told() {
+    let bundle = random_bundle(0);
+    let dir = scratch("render-tempo");
+    let input = music21_file("bach-bwv1.6.mid");
+    let source = first_tempo(&std::fs::read(&input).unwrap()).expect("music21 writes a tempo");
+    assert_ne!(
+        source, 500_000,
+        "pick a file whose tempo is not the 120 BPM default"
+    );
+    let (out, report) = (dir.join("out.mid"), dir.join("report.json"));
+    let base = ["--tail-ticks", "1", "--report", s(&report)];
+    ok(&render(&bundle, &input, &out, &base));
+    assert_eq!(first_tempo(&std::fs::read(&out).unwrap()), Some(source));
+    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(rep["bpm_from_file"], true);
+    let bpm = rep["bpm"].as_f64().unwrap();
+    assert!((bpm - 60e6 / f64::from(source)).abs() < 1e-9, "{bpm}");
+
+    // --bpm wins; a file without a tempo plays at the MIDI default, 120
+    ok(&render(
+        &bundle,
+        &input,
+        &out,
+        &[&base[..], &["--bpm", "90"]].concat(),
+    ));
+    assert_eq!(first_tempo(&std::fs::read(&out).unwrap()), Some(666_667));
+    let params = LanguageParams::default();
+    let events = encode_midi_bytes(&std::fs::read(&input).unwrap(), &params).unwrap();
+    let plain = dir.join("no-tempo.mid");
+    // events_to_midi always writes one tempo: strip it to make a file that sets none
+    let with_tempo = events_to_midi(&events[..40], &params, 77.0);
+    let mut stripped = Smf::parse(&with_tempo).unwrap();
+    for track in &mut stripped.tracks {
+        track.retain(|e| !matches!(e.kind, TrackEventKind::Meta(midly::MetaMessage::Tempo(_))));
+    }
+    let mut smf_bytes = Vec::new();
+    stripped.write_std(&mut smf_bytes).unwrap();
+    assert_eq!(first_tempo(&smf_bytes), None);
+    std::fs::write(&plain, &smf_bytes).unwrap();
+    ok(&render(&bundle, &plain, &out, &base));
+    assert_eq!(first_tempo(&std::fs::read(&out).unwrap()), Some(500_000));
+}

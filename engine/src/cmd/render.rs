@@ -15,6 +15,7 @@ use crate::events::parts::{human_part, Layout};
 use crate::model::Olmo2;
 use crate::sampler::{Policy, SamplingParams};
 use crate::session::{Engine, Session, SessionConfig};
+use crate::tempo::{MAX_BPM, MIN_BPM};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ClockArg {
@@ -46,9 +47,10 @@ pub struct RenderArgs {
     /// Nucleus sampling: keep the most likely tokens up to this probability (0 < P ≤ 1).
     #[arg(long, default_value_t = 0.95)]
     pub top_p: f32,
-    /// Tempo of the wall clock and of the written file.
-    #[arg(long, default_value_t = 120.0)]
-    pub bpm: f64,
+    /// Tempo of the wall clock and of the written file (default: IN's first tempo, else 120, the
+    /// MIDI default).
+    #[arg(long)]
+    pub bpm: Option<f64>,
     /// Context limit in tokens (the KV cache's size; flushes keep half).
     #[arg(long, default_value_t = 512)]
     pub context: usize,
@@ -84,11 +86,12 @@ pub struct RenderArgs {
 }
 
 pub fn run(args: RenderArgs) -> Result<()> {
-    ensure!(
-        args.bpm.is_finite() && (1.0..=999.0).contains(&args.bpm),
-        "--bpm {}: the tempo must be between 1 and 999",
-        args.bpm
-    );
+    if let Some(bpm) = args.bpm {
+        ensure!(
+            bpm.is_finite() && (MIN_BPM..=MAX_BPM).contains(&bpm),
+            "--bpm {bpm}: the tempo must be between {MIN_BPM} and {MAX_BPM}"
+        );
+    }
     let input_name = args.input.display().to_string();
     let bytes = std::fs::read(&args.input)
         .context("cannot read the file")
@@ -99,6 +102,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let engine = Engine::new(&bundle, Arc::new(model))?;
     let params = engine.params;
     let human = human_part(&bytes, &params, args.channels).context(input_name.clone())?;
+    let bpm = args.bpm.unwrap_or_else(|| file_bpm(human.first_tempo));
     if human.notes_left_out() > 0 {
         eprintln!(
             "midicopilot-engine: render: {input_name}: {} notes on channel 0 left out \
@@ -134,12 +138,12 @@ pub fn run(args: RenderArgs) -> Result<()> {
             ClockArg::Virtual => Clock::Virtual,
             ClockArg::Wall => Clock::Wall,
         },
-        bpm: args.bpm,
+        bpm,
         tail_ticks: args.tail_ticks.unwrap_or(4 * tpq),
         idle_chunk: 32,
     };
     let out = render(&mut session, &human.events, &params, &opts)?;
-    let midi = output_midi(&out, &params, args.bpm);
+    let midi = output_midi(&out, &params, bpm);
     ensure!(
         !midi.is_empty(),
         "{}: the piece is too long for a MIDI file",
@@ -151,6 +155,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
     if let Some(path) = &args.report {
         let mut report = serde_json::to_value(&out.report)?;
         report["channels"] = serde_json::to_value(args.channels)?;
+        report["bpm_from_file"] = args.bpm.is_none().into();
         report["parts"] = serde_json::to_value(&human.parts)?;
         report["notes_left_out"] = human.notes_left_out().into();
         let json = serde_json::to_string_pretty(&report)?;
@@ -159,4 +164,28 @@ pub fn run(args: RenderArgs) -> Result<()> {
             .with_context(|| path.display().to_string())?;
     }
     Ok(())
+}
+
+/// The tempo a file sets first, as BPM within the engine's range (120, the MIDI default, when it
+/// sets none).
+fn file_bpm(us_per_quarter: Option<u32>) -> f64 {
+    match us_per_quarter {
+        Some(us) if us > 0 => (60_000_000.0 / f64::from(us)).clamp(MIN_BPM, MAX_BPM),
+        _ => 120.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_bpm;
+
+    #[test]
+    fn a_files_tempo_in_bpm() {
+        assert_eq!(file_bpm(Some(500_000)), 120.0);
+        assert_eq!(file_bpm(Some(600_000)), 100.0);
+        assert_eq!(file_bpm(None), 120.0);
+        assert_eq!(file_bpm(Some(0)), 120.0);
+        assert_eq!(file_bpm(Some(1)), 999.0); // absurd tempos are held to the engine's range
+        assert!((file_bpm(Some(0xFF_FFFF)) - 3.5763).abs() < 1e-4); // the slowest a file can set
+    }
 }

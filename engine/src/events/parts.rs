@@ -17,7 +17,7 @@
 use serde::Serialize;
 
 use super::midi::{guarded, notes_to_events, one_voice_per_pitch, sourced_notes_from_smf};
-use super::smf::parse_smf;
+use super::smf::{parse_smf, Kind};
 use super::{EventError, LanguageParams, NoteEvent};
 
 /// The channel that General MIDI keeps for drums (MIDI channel 10).
@@ -51,6 +51,8 @@ pub struct HumanPart {
     pub events: Vec<NoteEvent>,
     /// Every part of the file, in (track, channel) order.
     pub parts: Vec<PartMove>,
+    /// The file's first tempo (microseconds a quarter note), if it sets one.
+    pub first_tempo: Option<u32>,
 }
 
 impl HumanPart {
@@ -91,6 +93,16 @@ pub fn human_part(
     guarded(|| {
         let smf = parse_smf(bytes)?;
         let notes = sourced_notes_from_smf(&smf, params)?;
+        let first_tempo = smf
+            .tracks
+            .iter()
+            .flatten()
+            .filter_map(|e| match e.kind {
+                Kind::Tempo { us_per_quarter } => Some((e.tick, us_per_quarter)),
+                _ => None,
+            })
+            .min_by_key(|&(tick, _)| tick)
+            .map(|(_, us)| us);
         let mut parts: Vec<(usize, u8)> = notes.iter().map(|n| n.part()).collect();
         parts.sort_unstable();
         parts.dedup();
@@ -122,6 +134,7 @@ pub fn human_part(
         Ok(HumanPart {
             events,
             parts: moves,
+            first_tempo,
         })
     })
 }

@@ -44,6 +44,10 @@ pub enum Kind {
         controller: u8,
         value: u8,
     },
+    /// Set Tempo (meta 0x51): not part of the language (FORMAT.md rule 3), read for players.
+    Tempo {
+        us_per_quarter: u32,
+    },
     Other,
 }
 
@@ -431,7 +435,12 @@ fn compat_event(rest: &[u8], last_status: Option<u8>) -> Result<(Parsed, Option<
             let len = c.varlen()?;
             let data = c.take(usize::try_from(len).unwrap_or(usize::MAX))?;
             check_meta_like_mido(type_byte, data).map_err(EventError::Corrupt)?;
-            Kind::Other
+            match (type_byte, data) {
+                (0x51, &[a, b, c]) => Kind::Tempo {
+                    us_per_quarter: u32::from_be_bytes([0, a, b, c]),
+                },
+                _ => Kind::Other,
+            }
         }
         0xF0 | 0xF7 => {
             // With running status, mido drops the data byte it peeked and reads a SysEx.
