@@ -4,9 +4,10 @@
 //! misuse is an error (never a panic), and one model serves several caches on several threads.
 //! Parity with transformers itself is tests/test_engine_parity.py.
 
+mod decoder_support;
+
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use candle_core::Device;
 use midicopilot_engine::bundle::Bundle;
@@ -14,46 +15,9 @@ use midicopilot_engine::model::{KvCache, Olmo2};
 
 const TOLERANCE: f32 = 1e-4;
 
-fn python() -> String {
-    std::env::var("MIDICOPILOT_PYTHON").unwrap_or_else(|_| "python3".to_string())
-}
-
 /// A random bundle (vocabulary 512, hidden 64, 2 layers, 4 heads on 2 key heads), made once.
 fn bundle_dir() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    DIR.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let dir = root.join("model-cache-bundle-v512-h64-l2-s5");
-        if dir.join("midicopilot.json").is_file() {
-            return dir;
-        }
-        let tmp = root.join(format!("model-cache-bundle-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests");
-        let script = format!(
-            "import sys; sys.path.insert(0, {tests:?}); \
-             from engine_fixtures import make_random_bundle; \
-             make_random_bundle({tmp:?}, vocab_size=512, hidden_size=64, layers=2, heads=4, \
-             kv_heads=2, seed=5, max_position_embeddings=640)",
-            tmp = tmp.display().to_string(),
-        );
-        let out = Command::new(python())
-            .args(["-c", &script])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {} to make a random bundle: {e}", python()));
-        assert!(
-            out.status.success(),
-            "making a random bundle failed (pip install -e .[test]?): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if std::fs::rename(&tmp, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        dir
-    })
-    .clone()
+    decoder_support::random_bundle_with(5, 640)
 }
 
 fn model() -> Arc<Olmo2> {

@@ -29,22 +29,25 @@ static BUNDLE_LOCK: Mutex<()> = Mutex::new(());
 /// A random-weights bundle (vocabulary ~512, hidden 64, 2 layers), made once per seed and kept
 /// under Cargo's test temp dir.
 pub fn random_bundle(seed: u64) -> PathBuf {
+    random_bundle_with(seed, 1024)
+}
+
+/// [`random_bundle`] with a given `max_position_embeddings`.
+pub fn random_bundle_with(seed: u64, max_positions: usize) -> PathBuf {
     let _guard = BUNDLE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let dir = root.join(format!("decoder-random-bundle-v512-h64-l2-s{seed}"));
+    let name = format!("random-bundle-v512-h64-l2-s{seed}-p{max_positions}");
+    let dir = root.join(&name);
     if dir.join("midicopilot.json").is_file() {
         return dir;
     }
-    let tmp = root.join(format!(
-        "decoder-random-bundle-s{seed}-{}",
-        std::process::id()
-    ));
+    let tmp = root.join(format!("{name}-tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let script = format!(
         "import sys; sys.path.insert(0, {tests:?}); \
          from engine_fixtures import make_random_bundle; \
          make_random_bundle({tmp:?}, vocab_size=512, hidden_size=64, layers=2, heads=4, \
-         kv_heads=2, seed={seed}, max_position_embeddings=1024)",
+         kv_heads=2, seed={seed}, max_position_embeddings={max_positions})",
         tests = repo_tests_dir().display().to_string(),
         tmp = tmp.display().to_string(),
     );
