@@ -159,6 +159,8 @@ pub struct MaskState {
     plen: u8,
     /// Channel-0 pitches struck since this state was made (their deadline restarts).
     renewed: u128,
+    /// No channel-0 note-on before this tick (the grammar's ticks, from the context's base).
+    earliest_on: u64,
 }
 
 impl MaskState {
@@ -172,6 +174,7 @@ impl MaskState {
             partial: [0; 6],
             plen: 0,
             renewed: 0,
+            earliest_on: 0,
         };
         if grammar.in_item() {
             // Items are fixed width: 5 bytes (`0-060`) or 6 (`0+060e`).
@@ -192,6 +195,15 @@ impl MaskState {
             }
         }
         s
+    }
+
+    /// Refuse channel-0 note-ons before `tick` (relative to the context's base): a note the
+    /// model would strike there is already due (or past) when it is sampled — after a prefix cut
+    /// the model resumes at the musician's tick, behind "now" — so it waits instead of going out
+    /// late. Note-offs stay allowed: a note must always be able to end.
+    pub fn with_earliest_on(mut self, tick: u64) -> Self {
+        self.earliest_on = tick;
+        self
     }
 
     fn partial(&self) -> &[u8] {
@@ -216,7 +228,7 @@ impl MaskState {
             }
             if self.plen == 2 && b == b'+' {
                 let sounding = self.grammar.sounding().channel(0).count_ones();
-                if sounding >= policy.max_polyphony {
+                if sounding >= policy.max_polyphony || self.grammar.tick() < self.earliest_on {
                     return false;
                 }
             }
@@ -640,6 +652,20 @@ mod tests {
         let s = state(b"0+060e0+064e P_1 ");
         assert!(s.accepts(b"0", &policy(), &d)); // 0-060 or 0-064
         assert!(!s.accepts(b"0+", &policy(), &d));
+    }
+
+    #[test]
+    fn no_note_on_before_the_earliest_tick() {
+        let d = Deadlines::default();
+        // The model is at tick 12 (a musician's instant it resumed at after a prefix cut).
+        let s = state(b"0+060e P_12 1+040e").with_earliest_on(14);
+        assert!(!s.accepts(b"0+062e", &policy(), &d)); // into the musician's instant: too early
+        assert!(!s.accepts(b" P_1 0+062e", &policy(), &d)); // tick 13: still too early
+        assert!(s.accepts(b" P_2 0+062e", &policy(), &d)); // tick 14: on time
+        assert!(s.accepts(b" P_1 0-060", &policy(), &d)); // a note can always end
+                                                          // Without the bound the early strike is fine.
+        let s = state(b"0+060e P_12 1+040e");
+        assert!(s.accepts(b" P_1 0+062e", &policy(), &d));
     }
 
     #[test]

@@ -389,7 +389,10 @@ impl Session {
     /// Sample one token under the mask and append it.
     fn step(&mut self) -> Result<()> {
         let t0 = std::time::Instant::now();
-        let state = MaskState::new(*self.ctx.grammar(), self.ctx.current_word());
+        // No note-on before "now": the live backends' now is the release point (now + horizon).
+        let earliest_on = self.now.saturating_sub(self.ctx.base_tick());
+        let state = MaskState::new(*self.ctx.grammar(), self.ctx.current_word())
+            .with_earliest_on(earliest_on);
         let mut deadlines = self.ctx.deadlines(self.cfg.policy.max_note_ticks);
         self.stats.deadlines_relaxed += deadlines.relax_for(&state, &self.cfg.policy) as u64;
         allowed_tokens(
