@@ -118,10 +118,7 @@ def demo_bundle() -> Path:
 def test_demo_bundle_releases_ahead_of_due(engine_bin: Path, demo_bundle: Path,
                                            chorale: Path) -> None:
     """presets/demo.toml as `midicopilot play` runs it, on the trained demo bundle: released
-    events are ahead of their due frames (a stray hiccup of a shared CI box allowed, 1 in 25).
-
-    Random weights of the same shape do not pass this: they place notes a tick after the
-    musician's, which a prefix cut must regenerate after their due time (3–4 of ~40 late)."""
+    events are ahead of their due frames (a stray hiccup of a shared CI box allowed, 1 in 25)."""
     from midicopilot.host import engine as host_engine
     from midicopilot.host import presets
 
