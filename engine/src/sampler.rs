@@ -161,6 +161,9 @@ pub struct MaskState {
     renewed: u128,
     /// No channel-0 note-on before this tick (the grammar's ticks, from the context's base).
     earliest_on: u64,
+    /// The item being written was begun by the context's text, before this state: it may always
+    /// be finished (the bound above can move on between two tokens).
+    item_from_context: bool,
 }
 
 impl MaskState {
@@ -175,6 +178,7 @@ impl MaskState {
             plen: 0,
             renewed: 0,
             earliest_on: 0,
+            item_from_context: false,
         };
         if grammar.in_item() {
             // Items are fixed width: 5 bytes (`0-060`) or 6 (`0+060e`).
@@ -189,6 +193,7 @@ impl MaskState {
                     let rest = &current_word[i..];
                     s.partial[..rest.len()].copy_from_slice(rest);
                     s.plen = rest.len() as u8;
+                    s.item_from_context = s.plen > 0;
                     break;
                 }
                 i += width;
@@ -228,7 +233,8 @@ impl MaskState {
             }
             if self.plen == 2 && b == b'+' {
                 let sounding = self.grammar.sounding().channel(0).count_ones();
-                if sounding >= policy.max_polyphony || self.grammar.tick() < self.earliest_on {
+                let early = !self.item_from_context && self.grammar.tick() < self.earliest_on;
+                if sounding >= policy.max_polyphony || early {
                     return false;
                 }
             }
@@ -240,6 +246,7 @@ impl MaskState {
                 }
             }
             self.plen = 0;
+            self.item_from_context = false;
         }
         true
     }
@@ -468,6 +475,7 @@ pub fn allowed_tokens(
 
 /// The allowed tokens under the grammar alone (no policy): the first fallback.
 pub fn grammar_only_tokens(trie: &VocabTrie, state: &MaskState, out: &mut Vec<u32>) {
+    let state = &state.with_earliest_on(0);
     let loose = Policy {
         max_note_ticks: u64::MAX / 4,
         max_polyphony: 128,
@@ -663,7 +671,13 @@ mod tests {
         assert!(!s.accepts(b" P_1 0+062e", &policy(), &d)); // tick 13: still too early
         assert!(s.accepts(b" P_2 0+062e", &policy(), &d)); // tick 14: on time
         assert!(s.accepts(b" P_1 0-060", &policy(), &d)); // a note can always end
-                                                          // Without the bound the early strike is fine.
+                                                          // A note-on the context already began (`0` after a note-on, so only `0+` can follow) is
+                                                          // finished even if "now" moved past its tick meanwhile: the bound never strands an item.
+        let s = state(b"0+060e P_12 0-0600+038h0").with_earliest_on(14);
+        assert!(s.accepts(b"+040a", &policy(), &d));
+        let s = state(b"0+060e P_12 0-0600+038h").with_earliest_on(14);
+        assert!(!s.accepts(b"0+040a", &policy(), &d)); // a note-on begun now is refused
+                                                       // Without the bound the early strike is fine.
         let s = state(b"0+060e P_12 1+040e");
         assert!(s.accepts(b" P_1 0+062e", &policy(), &d));
     }
