@@ -118,6 +118,8 @@ pub struct ContextStats {
     pub flush_tokens: u64,
     /// Model tokens appended.
     pub tokens_generated: u64,
+    /// Tokens run through the cache only to imagine an instant, then forgotten.
+    pub tokens_imagined: u64,
     /// Seconds spent appending model tokens: their forward pass, plus the flush prefill done
     /// with them.
     pub generate_seconds: f64,
@@ -444,6 +446,38 @@ impl Context {
         Ok(done)
     }
 
+    /// Run tokens through the live KV cache after the context, without adding them to it: the
+    /// model imagining a continuation (the session imagines the band's part of an instant).
+    /// Returns the last token's logits. The context's own logits and text are unchanged;
+    /// [`forget_imagined`](Self::forget_imagined) drops the imagined rows.
+    pub fn imagine(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        ensure!(
+            self.cache.len() >= self.len(),
+            "internal: the cache is behind the context"
+        );
+        ensure!(
+            self.cache.remaining() >= ids.len(),
+            "internal: no room to imagine {} tokens",
+            ids.len()
+        );
+        let t0 = Instant::now();
+        let logits = self.model.forward(&mut self.cache, ids)?;
+        self.stats.forward_seconds += t0.elapsed().as_secs_f64();
+        self.stats.tokens_imagined += ids.len() as u64;
+        Ok(logits)
+    }
+
+    /// Drop the rows [`imagine`](Self::imagine) added (O(1): a prefix cut of the cache).
+    pub fn forget_imagined(&mut self) {
+        let len = self.len();
+        self.cache.truncate(len);
+    }
+
+    /// Tokens that can still be imagined after the context before the cache is full.
+    pub fn imagine_room(&self) -> usize {
+        self.cache.capacity().saturating_sub(self.len())
+    }
+
     /// Append text the grammar accepts (a forced word): tokenized, then pushed token by token.
     pub fn push_text(&mut self, text: &[u8]) -> Result<Vec<NoteEvent>> {
         let s = std::str::from_utf8(text).context("forced text is not UTF-8")?;
@@ -520,6 +554,16 @@ impl Context {
         }));
         self.events.sort_by_key(|e| e.event);
         let new_text = self.serialize_body();
+        self.replace_body_text(new_text)
+    }
+
+    /// Drop the time words after the last event (the model waited there for the band, which did
+    /// not play): the model writes its next step from its last event again.
+    pub fn drop_trailing_time(&mut self) -> Result<()> {
+        let new_text = self.serialize_body();
+        if new_text == self.text {
+            return Ok(());
+        }
         self.replace_body_text(new_text)
     }
 

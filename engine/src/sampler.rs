@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokenizers::Tokenizer;
 
-use crate::events::GrammarState;
+use crate::events::{GrammarState, LastWord};
 
 /// The channel the model writes.
 pub const MODEL_CHANNEL_MASK: u16 = 1;
@@ -161,6 +161,8 @@ pub struct MaskState {
     renewed: u128,
     /// No channel-0 note-on before this tick (the grammar's ticks, from the context's base).
     earliest_on: u64,
+    /// No new instant word before this tick, and no time word that forces one there.
+    earliest_instant: u64,
     /// The item being written was begun by the context's text, before this state: it may always
     /// be finished (the bound above can move on between two tokens).
     item_from_context: bool,
@@ -178,6 +180,7 @@ impl MaskState {
             plen: 0,
             renewed: 0,
             earliest_on: 0,
+            earliest_instant: 0,
             item_from_context: false,
         };
         if grammar.in_item() {
@@ -202,6 +205,18 @@ impl MaskState {
         s
     }
 
+    /// Let the grammar accept the band's items too (channels 1–15, under the grammar alone; the
+    /// policy still holds for channel 0): for imagining a whole instant (see the session).
+    pub fn with_band(mut self) -> Self {
+        self.grammar.set_channel_filter(0xFFFF);
+        self
+    }
+
+    /// Whether `bytes` open an instant word from this state (a lone space does not).
+    pub fn opens_instant(&self, bytes: &[u8]) -> bool {
+        !self.grammar.in_instant() && self.grammar.after(bytes).is_some_and(|g| g.in_instant())
+    }
+
     /// Refuse channel-0 note-ons before `tick` (relative to the context's base): a note the
     /// model would strike there is already due (or past) when it is sampled — after a prefix cut
     /// the model resumes at the musician's tick, behind "now" — so it waits instead of going out
@@ -209,6 +224,48 @@ impl MaskState {
     pub fn with_earliest_on(mut self, tick: u64) -> Self {
         self.earliest_on = tick;
         self
+    }
+
+    /// Refuse to open an instant word before `tick` (relative to the context's base), to add an
+    /// item to one, and time words after which one would have to open there: whatever the model
+    /// writes there is already late when it is sampled.
+    pub fn with_earliest_instant(mut self, tick: u64) -> Self {
+        self.earliest_instant = tick;
+        self
+    }
+
+    /// The tick of the instant the next word would open, if the next word may be an instant
+    /// (right after a time word, or at the start): the model plays there, or leaves it to the
+    /// band.
+    pub fn instant_start(&self) -> Option<u64> {
+        let g = &self.grammar;
+        if g.in_time_word() {
+            // A token that starts with a space ends the time word here.
+            return g.pending_time().map(|_| g.tick_if_word_ends());
+        }
+        if !(g.needs_space() || g.at_word_start()) {
+            return None;
+        }
+        match g.last_word() {
+            LastWord::Instant => None,
+            LastWord::Header | LastWord::MaxGrid | LastWord::Grid | LastWord::Offset => {
+                Some(g.tick())
+            }
+        }
+    }
+
+    /// The latest tick at which the next instant can open given the time words written so far
+    /// and the channel-0 deadlines (time may not pass one); `None` inside an instant
+    /// ([`GrammarState::latest_instant`]).
+    pub fn latest_instant(&self, policy: &Policy, deadlines: &Deadlines) -> Option<u64> {
+        let mut limit = u64::MAX;
+        let mut bits = self.grammar.sounding().channel(0);
+        while bits != 0 {
+            let p = bits.trailing_zeros() as u8;
+            bits &= bits - 1;
+            limit = limit.min(self.deadline(p, policy, deadlines));
+        }
+        self.grammar.latest_instant(limit)
     }
 
     fn partial(&self) -> &[u8] {
@@ -223,15 +280,25 @@ impl MaskState {
     /// Feed one byte through the grammar and the item tracker.
     fn step(&mut self, b: u8, policy: &Policy) -> bool {
         let was_in_item = self.grammar.in_item();
+        let was_in_instant = self.grammar.in_instant();
         if self.grammar.feed(&[b]).is_err() {
             return false;
         }
+        if !was_in_instant
+            && self.grammar.in_instant()
+            && self.grammar.tick() < self.earliest_instant
+        {
+            return false;
+        }
         if self.grammar.in_item() {
+            if self.plen == 0 && self.grammar.tick() < self.earliest_instant {
+                return false; // a new item in an instant that is already past
+            }
             if usize::from(self.plen) < self.partial.len() {
                 self.partial[usize::from(self.plen)] = b;
                 self.plen += 1;
             }
-            if self.plen == 2 && b == b'+' {
+            if self.plen == 2 && b == b'+' && self.partial[0] == b'0' {
                 let sounding = self.grammar.sounding().channel(0).count_ones();
                 let early = !self.item_from_context && self.grammar.tick() < self.earliest_on;
                 if sounding >= policy.max_polyphony || early {
@@ -253,13 +320,18 @@ impl MaskState {
 
     /// Whether these bytes are accepted, with the policy (a copy is fed).
     pub fn accepts(&self, bytes: &[u8], policy: &Policy, deadlines: &Deadlines) -> bool {
+        self.after(bytes, policy, deadlines).is_some()
+    }
+
+    /// The state after these bytes, if they are accepted with the policy.
+    pub fn after(&self, bytes: &[u8], policy: &Policy, deadlines: &Deadlines) -> Option<Self> {
         let mut s = *self;
         for &b in bytes {
             if !s.step(b, policy) || !s.viable(policy, deadlines) {
-                return false;
+                return None;
             }
         }
-        true
+        Some(s)
     }
 
     /// The earliest tick this state's text can reach: the instant's tick, or the tick after the
@@ -288,7 +360,14 @@ impl MaskState {
     /// The policy's deadline rule: no channel-0 note past its deadline, and the notes due exactly
     /// now can still all be closed at this tick.
     fn viable(&self, policy: &Policy, deadlines: &Deadlines) -> bool {
-        if self.plen == 1 && self.grammar.in_item() {
+        if self.earliest_instant > 0
+            && self
+                .latest_instant(policy, deadlines)
+                .is_some_and(|latest| latest < self.earliest_instant)
+        {
+            return false;
+        }
+        if self.plen == 1 && self.grammar.in_item() && self.partial[0] == b'0' {
             // A new item's channel digit: it must still be able to become a note-off, or a
             // note-on under the polyphony cap (after a note-on only note-ons may follow).
             let g = &self.grammar;
@@ -416,6 +495,14 @@ impl Deadlines {
         self.tick.get(usize::from(pitch)).copied().flatten()
     }
 
+    /// The earliest deadline among `pitches` (a channel-0 sounding set).
+    pub fn earliest(&self, pitches: u128) -> Option<u64> {
+        (0..128u8)
+            .filter(|p| pitches >> p & 1 == 1)
+            .filter_map(|p| self.of(p))
+            .min()
+    }
+
     /// Make `state` viable by moving deadlines it has already missed to the first tick at which
     /// the notes can still be closed (this tick, or the next one when the instant being written
     /// has passed their place). Returns how many deadlines moved.
@@ -475,7 +562,7 @@ pub fn allowed_tokens(
 
 /// The allowed tokens under the grammar alone (no policy): the first fallback.
 pub fn grammar_only_tokens(trie: &VocabTrie, state: &MaskState, out: &mut Vec<u32>) {
-    let state = &state.with_earliest_on(0);
+    let state = &state.with_earliest_on(0).with_earliest_instant(0);
     let loose = Policy {
         max_note_ticks: u64::MAX / 4,
         max_polyphony: 128,
@@ -680,6 +767,75 @@ mod tests {
                                                        // Without the bound the early strike is fine.
         let s = state(b"0+060e P_12 1+040e");
         assert!(s.accepts(b" P_1 0+062e", &policy(), &d));
+    }
+
+    #[test]
+    fn no_instant_before_the_earliest_tick() {
+        let d = Deadlines::default();
+        let p = policy();
+        // At tick 12 after the musician's instant; nothing may open before tick 20.
+        let s = state(b"0+060e P_12 1+040e").with_earliest_instant(20);
+        assert!(!s.accepts(b" P_1 0-060", &p, &d)); // an instant at 13: in the past
+        assert!(s.accepts(b" P_12 0-060", &p, &d)); // at 24
+        assert!(!s.accepts(b" P_6 ", &p, &d)); // an offset word forces an instant at 18
+        assert!(s.accepts(b" P_8 ", &p, &d)); // at 20: on time
+        assert!(s.accepts(b" P_12", &p, &d)); // a grid word may still take an offset
+                                              // A smaller grid word whose largest offset cannot reach the bound is a dead end.
+        let s = state(b"0+060e P_12 0-0601+040e").with_earliest_instant(40);
+        assert!(!s.accepts(b" P_12 ", &p, &d)); // 24 + 11 < 40
+        assert!(s.accepts(b" P_24 ", &p, &d)); // 36 + 11 ≥ 40
+        assert!(s.accepts(b" P_96 ", &p, &d)); // the bar word can be followed by more time
+                                               // Nor a new item in an instant that is past (an item the context began may end).
+        let s = state(b"0+060e P_12 0-060").with_earliest_instant(20);
+        assert!(!s.accepts(b"0", &p, &d) && s.accepts(b" P_8 ", &p, &d));
+        let s = state(b"0+060e P_12 0-0600+0").with_earliest_instant(20);
+        assert!(s.accepts(b"62e", &p, &d));
+    }
+
+    #[test]
+    fn the_instant_about_to_open_and_how_far_time_words_reach() {
+        let (p, d) = (policy(), Deadlines::default());
+        let reach = |s: &MaskState| s.latest_instant(&p, &d);
+        // C4 (struck at 0) must end by 48: time can reach no further.
+        let s = state(b"0+060e P_12 ");
+        assert_eq!((s.instant_start(), reach(&s)), (Some(12), Some(23)));
+        let s = state(b"0+060e P_12 P_3 ");
+        assert_eq!((s.instant_start(), reach(&s)), (Some(15), Some(15)));
+        // Inside a time word: the instant opens where the word would end (a space next); more
+        // digits may still move it (P_1 → P_12: 12 + 11), and P_9 may still become the bar word.
+        let s = state(b"0+060e P_12");
+        assert_eq!((s.instant_start(), reach(&s)), (Some(12), Some(23)));
+        let s = state(b"0+060e P_1");
+        assert_eq!((s.instant_start(), reach(&s)), (Some(1), Some(23)));
+        let s = state(b"0+060e P_3");
+        assert_eq!((s.instant_start(), reach(&s)), (Some(3), Some(47)));
+        let s = state(b"0+060e P_9");
+        assert_eq!((s.instant_start(), reach(&s)), (Some(9), Some(9))); // P_96 passes 48
+        let s = state(b"0+060e P_12 P_");
+        assert_eq!(reach(&s), Some(23)); // only an offset word can follow P_12
+                                         // With nothing sounding on channel 0, the bar word leaves time unbounded.
+        let s = state(b"1+060e P_9");
+        assert_eq!((s.instant_start(), reach(&s)), (Some(9), Some(u64::MAX)));
+        let s = state(b"0+060e");
+        assert_eq!((s.instant_start(), reach(&s)), (None, None));
+        let s = state(b"0+060e P_");
+        assert_eq!(s.instant_start(), None); // no complete time word yet
+    }
+
+    #[test]
+    fn with_the_band_its_items_are_accepted_and_the_policy_still_holds_for_channel_0() {
+        let (p, d) = (policy(), Deadlines::default());
+        let s = state(b"0+060e1+052c P_12 ");
+        assert!(!s.accepts(b"1-052", &p, &d)); // channel 0 only
+        let s = s.with_band();
+        assert!(s.accepts(b"1-0520+062e2+040a", &p, &d));
+        assert!(s.accepts(b"0-0601-052", &p, &d));
+        assert!(!s.accepts(b"1+052a", &p, &d)); // the grammar: 52 still sounds on channel 1
+                                                // Polyphony counts channel 0 only: a third channel-0 note is refused, a band note is not.
+        let s = state(b"0+060e0+064e1+050a P_12 ").with_band();
+        assert!(!s.accepts(b"0+067e", &p, &d));
+        assert!(s.accepts(b"2+067e3+070e", &p, &d));
+        assert!(s.opens_instant(b"2+0") && !s.opens_instant(b"P_3") && !s.opens_instant(b""));
     }
 
     #[test]

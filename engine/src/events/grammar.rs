@@ -190,6 +190,11 @@ impl GrammarState {
         self.channel_filter
     }
 
+    /// The grid unit in ticks (the largest offset word is one less).
+    pub fn grid(&self) -> u32 {
+        self.grid
+    }
+
     /// The tick after every complete time word (a partial time word is not counted; see
     /// [`pending_time`](Self::pending_time)).
     pub fn tick(&self) -> u64 {
@@ -307,6 +312,51 @@ impl GrammarState {
     /// Whether `bytes` can continue the body from here (without changing the state).
     pub fn accepts(&self, bytes: &[u8]) -> bool {
         self.after(bytes).is_some()
+    }
+
+    /// The latest tick, at most `limit` (a deadline time may not pass), at which the next instant
+    /// word can open given the time words read so far — a time word being read included,
+    /// whatever digits may still come. `None` inside an instant (not a time position); `Some(0)`
+    /// when no instant can open by `limit` at all.
+    pub fn latest_instant(&self, limit: u64) -> Option<u64> {
+        let grid = u64::from(self.grid);
+        // The latest instant after a word of `n` ticks that follows the words before it.
+        let after = |n: u64| -> Option<u64> {
+            let at = self.tick + n;
+            if at > limit {
+                return None;
+            }
+            match time_class(n, &self.params_view())? {
+                LastWord::MaxGrid => Some(limit),
+                LastWord::Grid => Some((at + grid - 1).min(limit)),
+                _ => Some(at),
+            }
+        };
+        let reach = match self.pos {
+            Pos::Instant { .. } => return None,
+            Pos::Sep | Pos::Boundary => match self.last {
+                LastWord::Offset => (self.tick <= limit).then_some(self.tick),
+                LastWord::Grid => (self.tick <= limit).then(|| (self.tick + grid - 1).min(limit)),
+                LastWord::Header | LastWord::MaxGrid => (self.tick <= limit).then_some(limit),
+                LastWord::Instant => (self.tick < limit).then_some(limit),
+            },
+            Pos::TimeP | Pos::TimeUnderscore => match self.last {
+                // Only an offset word can follow a smaller grid word.
+                LastWord::Grid => (self.tick < limit).then(|| (self.tick + grid - 1).min(limit)),
+                _ => (self.tick < limit).then_some(limit),
+            },
+            Pos::TimeDigits { value } => {
+                // Every word these digits can still become (no time word has over 3 digits).
+                let v = u64::from(value);
+                std::iter::once(v)
+                    .chain((0..10).map(|d| v * 10 + d))
+                    .chain((0..100).map(|d| v * 100 + d))
+                    .filter(|&n| n <= u64::from(self.max_grid) && self.time_word_ok(n as u32))
+                    .filter_map(after)
+                    .max()
+            }
+        };
+        Some(reach.unwrap_or(0))
     }
 
     fn time_word_ok(&self, n: u32) -> bool {
