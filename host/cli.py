@@ -5,7 +5,14 @@ such as torch happen inside the commands that need them).
 """
 import click
 
-from midicopilot.host import cmd_events, cmd_live, cmd_presets, cmd_setlist, cmd_train
+from midicopilot.host import (
+    cmd_eval,
+    cmd_events,
+    cmd_live,
+    cmd_presets,
+    cmd_setlist,
+    cmd_train,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,7 +21,7 @@ def main() -> None:
     """midicopilot: a real-time MIDI copilot that plays channel 0 along with you."""
 
 
-for _module in (cmd_events, cmd_train, cmd_live, cmd_presets, cmd_setlist):
+for _module in (cmd_events, cmd_train, cmd_eval, cmd_live, cmd_presets, cmd_setlist):
     _module.register(main)
 
 

@@ -44,9 +44,12 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
     return {name: make_random_bundle(root / name, **kw) for name, kw in BUNDLES.items()}
 
 
-def engine_logits(engine_bin: Path, bundle: Path, prefill, decode=(), cut=None, refill=()):
+def engine_logits(engine_bin: Path, bundle: Path, prefill, decode=(), cut=None, refill=(),
+                  weights: str | None = None):
     args = [str(engine_bin), "logits", "--bundle", str(bundle),
             "--prefill", ",".join(map(str, prefill))]
+    if weights:
+        args += ["--weights", weights]
     if decode:
         args += ["--decode", ",".join(map(str, decode))]
     if cut is not None:
@@ -220,18 +223,45 @@ def test_sequence_longer_than_the_model_is_refused(engine_bin, bundles):
 def test_bench_reports_engine_and_transformers_figures(engine_bin, bundles, python_exe):
     out = subprocess.run(
         [str(engine_bin), "bench", "--bundle", str(bundles["gqa"]), "--json", "--steps", "2",
-         "--repeats", "1", "--python", python_exe],
+         "--repeats", "1", "--python", python_exe, "--weights", "q8", "--threads", "2"],
         capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    for side in ("engine", "transformers"):
-        r = report[side]
-        assert set(r["decode"]) == {"64", "256", "512"}, r
-        assert set(r["prefill"]) == {"256", "512"}, r
-        assert all(d["mean_ms"] > 0 for d in r["decode"].values())
+    assert (report["weights"], report["threads"]) == ("q8", 2)
+    for r in (report, report["transformers"]):
+        assert set(r["decode_ms"]) == {"64", "256", "512"}, r
+        assert set(r["prefill_ms"]) == {"256", "512"}, r
+        assert all(v > 0 for v in r["decode_ms"].values())
         assert r["peak_rss_mib"] > 1
-    ratios = report["transformers_over_engine"]
-    assert set(ratios) == {"decode_64", "decode_256", "decode_512", "prefill_256",
-                           "prefill_512", "peak_rss"}
-    assert all(v > 0 for v in ratios.values())
+    # The floor: the bytes a step reads over the bandwidth measured in the same run; it grows with
+    # the context (the KV cache), and no step is faster than it.
+    assert report["bandwidth_gbs"] > 0.1
+    floors = [report["floor_ms"][c] for c in ("64", "256", "512")]
+    assert floors == sorted(floors) and floors[0] > 0
+    assert report["bound_ms"] == report["floor_ms"]["512"]
+    assert all(report["decode_over_floor"][c] == pytest.approx(
+        report["decode_ms"][c] / report["floor_ms"][c]) for c in report["floor_ms"])
+    # Q8_0 takes 34 bytes per 32 weights; hidden 64 is a whole number of blocks, so nothing
+    # stays f32 and the weights read are about a quarter of f32's.
+    assert report["matrices_kept_f32"] == 0
+    dims = report["model"]
+    f32_bytes = 4 * (dims["layers"] * (64 * (64 + 2 * 32) + 64 * 64 + 3 * 64 * dims[
+        "intermediate_size"]) + dims["vocab_size"] * 64)
+    assert report["weight_bytes"] == pytest.approx(f32_bytes * 34 / 128, rel=0.01)
+
+
+@pytest.mark.parametrize("weights, tolerance", [("f16", 2e-2), ("q8", 6e-2)])
+def test_smaller_weights_stay_close_to_f32(engine_bin, bundles, weights, tolerance):
+    """f16 and Q8_0 weights give logits near f32's (not equal: that is the point of a format
+    test that could fail), through prefill, decode and a prefix cut alike."""
+    bundle = bundles["gqa"]
+    rng = random.Random(11)
+    ids = [rng.randrange(512) for _ in range(120)]
+    f32 = engine_logits(engine_bin, bundle, ids[:80], ids[80:100], 70, ids[100:])
+    small = engine_logits(engine_bin, bundle, ids[:80], ids[80:100], 70, ids[100:],
+                          weights=weights)
+    for part in ("prefill", "decode", "refill"):
+        a, b = np.asarray(f32[part]), np.asarray(small[part])
+        diff = float(np.abs(a - b).max())
+        assert 0 < diff < tolerance * float(np.abs(a).max()), (part, diff)

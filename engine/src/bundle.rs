@@ -19,6 +19,7 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use crate::model::Olmo2Config;
+use crate::sampler::SamplingParams;
 
 /// `midicopilot.json`'s `format` value.
 pub const BUNDLE_FORMAT: &str = "midicopilot-bundle";
@@ -117,9 +118,58 @@ pub struct BundleMeta {
     /// The context length the model was trained with (tokens).
     #[serde(default)]
     pub context_length: Option<usize>,
+    /// How the model is meant to be played, unless a flag or a preset says otherwise.
+    #[serde(default)]
+    pub defaults: PlayDefaults,
     /// Keys this engine does not interpret (kept for tools that print them).
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `midicopilot.json`'s `defaults`: the header and sampling the bundle's trainer recommends
+/// (measured with `midicopilot eval`, docs/QUALITY.md). Every field is optional; a flag, a
+/// preset key or a switch request wins over it, and the engine's own default comes last.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlayDefaults {
+    /// Genre name of the header (`CHORALE` for `[GENRE_CHORALE]`).
+    pub genre: Option<String>,
+    /// Part name of the header (`SOPRANO` for `[PART_SOPRANO]`).
+    pub part: Option<String>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub max_polyphony: Option<u32>,
+    /// How the engine holds the weights on the CPU (`--weights`).
+    pub weights: Option<crate::model::WeightFormat>,
+    /// Polyphony per part name, over `max_polyphony` (a chorale voice sings one note).
+    #[serde(default)]
+    pub polyphony: std::collections::BTreeMap<String, u32>,
+}
+
+impl PlayDefaults {
+    /// Sampling from the player's choice, else the bundle's recommendation, else the engine's
+    /// default.
+    pub fn sampling(&self, temperature: Option<f32>, top_p: Option<f32>) -> SamplingParams {
+        let builtin = SamplingParams::default();
+        SamplingParams {
+            temperature: temperature
+                .or(self.temperature)
+                .unwrap_or(builtin.temperature),
+            top_p: top_p.or(self.top_p).unwrap_or(builtin.top_p),
+        }
+    }
+
+    /// Polyphony from the player's choice, else the bundle's for the header's part word
+    /// (`[PART_SOPRANO]`), else its general one, else `fallback`.
+    pub fn polyphony(&self, choice: Option<u32>, header: &[String], fallback: u32) -> u32 {
+        let part = header
+            .iter()
+            .find_map(|w| w.strip_prefix("[PART_")?.strip_suffix(']'));
+        choice
+            .or_else(|| part.and_then(|p| self.polyphony.get(p).copied()))
+            .or(self.max_polyphony)
+            .unwrap_or(fallback)
+    }
 }
 
 /// A checked model bundle: everything but the weights is loaded.
@@ -166,6 +216,7 @@ impl Bundle {
             )
         })?;
         check_params(&dir, &meta.params)?;
+        check_defaults(&dir, &meta.defaults)?;
 
         let config_text = read_text(&dir, CONFIG_FILE)?;
         let config = Olmo2Config::from_json(&config_text)
@@ -309,6 +360,26 @@ fn check_params(dir: &Path, p: &EventParams) -> Result<(), BundleError> {
         ))
     } else {
         None
+    };
+    match problem {
+        Some(problem) => Err(invalid(dir, META_FILE, problem)),
+        None => Ok(()),
+    }
+}
+
+fn check_defaults(dir: &Path, d: &PlayDefaults) -> Result<(), BundleError> {
+    let sampling = SamplingParams {
+        temperature: d.temperature.unwrap_or(1.0),
+        top_p: d.top_p.unwrap_or(1.0),
+    };
+    let problem = if let Err(e) = sampling.validate() {
+        Some(format!("has defaults with {e}"))
+    } else {
+        d.max_polyphony
+            .iter()
+            .chain(d.polyphony.values())
+            .find(|n| !(1..=128).contains(*n))
+            .map(|n| format!("has a default polyphony of {n}; expected 1 to 128"))
     };
     match problem {
         Some(problem) => Err(invalid(dir, META_FILE, problem)),

@@ -31,6 +31,8 @@ enum Command {
     Alsa(cmd::alsa::AlsaArgs),
     /// Time the model on this machine (decode, prefill, memory), beside transformers.
     Bench(cmd::bench::BenchArgs),
+    /// The model's loss on token windows (JSON lines in, JSON lines out; `midicopilot eval`).
+    Score(cmd::score::ScoreArgs),
     /// Print the model's logits for token ids as JSON (the parity tests use it).
     #[command(hide = true)]
     Logits(cmd::bench::LogitsArgs),
@@ -44,6 +46,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Jack(args) => cmd::jack::run(args),
         Command::Alsa(args) => cmd::alsa::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Score(args) => cmd::score::run(args),
         Command::Logits(args) => cmd::bench::run_logits(args),
     }
 }

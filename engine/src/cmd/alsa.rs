@@ -90,6 +90,7 @@ impl AlsaArgs {
 
 pub fn run(args: AlsaArgs) -> Result<()> {
     let opts = args.options()?;
+    super::set_threads(args.live.threads)?;
     // No sequencer, no run: say so before the model loads.
     alsa::check_sequencer(&args.seq_device)?;
     let ports = alsa::list_ports(&args.client_name)?;
@@ -180,7 +181,7 @@ mod tests {
         let s = a.live.spec();
         assert_eq!(
             (s.bpm, s.max_polyphony, s.release_horizon_ms),
-            (96.0, 3, 25.0)
+            (96.0, Some(3), 25.0)
         );
         assert_eq!(s.genre.as_deref(), Some("BLUES"));
     }

@@ -1,10 +1,14 @@
 //! `midicopilot-engine bench`: how fast the model runs on this machine, beside transformers.
 //!
-//! Measures, on a bundle: decode time per token at contexts 64, 256 and 512 (the cache already
-//! holds that many tokens when the timed steps start), prefill time for 256 and 512 tokens (the
-//! cost of a cache flush), load time and peak resident memory (VmHWM). Unless told not to, it then
-//! runs `python -m midicopilot.train.bench_transformers` on the same bundle (in its own process,
-//! after the engine's figures are taken, so the two never share the cores) and prints the ratios.
+//! Measures, on a bundle, with the weights in one format (`--weights`) and `--threads` threads:
+//! decode time per token at contexts 64, 256 and 512 (the cache already holds that many tokens
+//! when the timed steps start), prefill time for 256 and 512 tokens (the cost of a cache flush),
+//! load time and peak resident memory (VmHWM) — and, in the same run, the bound under decode: the
+//! machine's streaming read bandwidth on those threads (a buffer several times the last-level
+//! cache), times the bytes one decode step reads (the weights in their format plus the KV cache
+//! at that context). Every decode figure is also given as a ratio to that floor. Unless told not
+//! to, it then runs `python -m midicopilot.train.bench_transformers` on the same bundle (in its own
+//! process, after the engine's figures are taken, so the two never share the cores).
 //!
 //! Also `midicopilot-engine logits` (hidden; used by tests/test_engine_parity.py): prints, as JSON,
 //! the logits of a prefill, of token-by-token decode steps with the cache, and of a refill after
@@ -21,7 +25,7 @@ use serde_json::{json, Value};
 
 use super::print_stdout;
 use crate::bundle::Bundle;
-use crate::model::Olmo2;
+use crate::model::{KvFormat, ModelOptions, Olmo2, WeightFormat};
 
 /// Contexts at which decode is timed, and prefill lengths.
 const DECODE_CONTEXTS: [usize; 3] = [64, 256, 512];
@@ -41,10 +45,19 @@ pub struct BenchArgs {
     /// Timed repetitions of each prefill (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// Threads for both sides (the engine's RAYON_NUM_THREADS, torch.set_num_threads) [default:
-    /// each side's own default, all cores].
+    /// Threads for both sides (the engine's decode and prefill, torch.set_num_threads) [default:
+    /// the physical cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// How the engine holds the weights [default: the bundle's recommendation, else f32].
+    #[arg(long, value_enum)]
+    pub weights: Option<WeightFormat>,
+    /// The KV cache's element type.
+    #[arg(long, value_enum, default_value_t = KvFormat::F32)]
+    pub kv_cache: KvFormat,
+    /// Where the model runs: cpu, cuda or cuda:N (bf16 weights on a GPU).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Skip the transformers comparison.
     #[arg(long)]
     pub no_transformers: bool,
@@ -59,16 +72,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.steps == 0 || args.repeats == 0 || args.threads == Some(0) {
         bail!("--steps, --repeats and --threads must be at least 1");
     }
-    if let Some(n) = args.threads {
-        // Before any thread pool exists: candle's matmul and rayon both read it.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
+    let threads = super::set_threads(args.threads)?;
+    let device = super::device(&args.device)?;
     let bundle = Bundle::load(&args.bundle)?;
-    let engine = bench_engine(&bundle, args.steps, args.repeats)?;
+    let options = ModelOptions {
+        weights: args
+            .weights
+            .or(bundle.meta.defaults.weights)
+            .unwrap_or_default(),
+        kv: args.kv_cache,
+    };
+    let engine = bench_engine(&bundle, &device, options, threads, args.steps, args.repeats)?;
     let transformers = if args.no_transformers {
         None
     } else {
-        Some(bench_transformers(&args)?)
+        Some(bench_transformers(&args, threads)?)
     };
     let report = report(&bundle, engine, transformers);
     if args.json {
@@ -128,24 +146,67 @@ pub fn peak_rss_mib() -> Option<f64> {
     status_mib("VmHWM")
 }
 
-fn bench_engine(bundle: &Bundle, steps: usize, repeats: usize) -> Result<Value> {
+/// Streaming read bandwidth in GB/s on `threads` threads: each sums its share of a buffer several
+/// times the last-level cache (at least 256 MiB); the best of a few passes.
+pub fn read_bandwidth_gbs(threads: usize) -> f64 {
+    let bytes = (4 * last_level_cache_bytes().unwrap_or(32 << 20)).max(256 << 20);
+    let words = vec![1u64; bytes / 8];
+    let chunk = words.len().div_ceil(threads.max(1));
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let sum: u64 = std::thread::scope(|s| {
+            let parts: Vec<_> = words
+                .chunks(chunk)
+                .map(|part| s.spawn(move || part.iter().fold(0u64, |a, &w| a.wrapping_add(w))))
+                .collect();
+            parts.into_iter().map(|p| p.join().unwrap_or(0)).sum()
+        });
+        std::hint::black_box(sum);
+        best = best.max(bytes as f64 / start.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+/// The largest CPU cache this Linux machine reports (sysfs), in bytes.
+fn last_level_cache_bytes() -> Option<usize> {
+    let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("size")).ok())
+        .filter_map(|s| {
+            let s = s.trim();
+            let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let n: usize = n.parse().ok()?;
+            Some(match unit {
+                "K" => n << 10,
+                "M" => n << 20,
+                "G" => n << 30,
+                _ => n,
+            })
+        })
+        .max()
+}
+
+fn bench_engine(
+    bundle: &Bundle,
+    device: &Device,
+    options: ModelOptions,
+    threads: usize,
+    steps: usize,
+    repeats: usize,
+) -> Result<Value> {
     let start = Instant::now();
-    let model = Olmo2::load(bundle, &Device::Cpu)?;
+    let model = Olmo2::load_with(bundle, device, options)?;
     let load_ms = ms_since(start);
     let vocab = model.vocab_size();
     let max_pos = model.max_position();
     let tokens = sample_tokens(max_pos, vocab);
-
-    // The floor: every weight matrix a decode step reads, times one vector.
-    model.stream_weights()?;
-    let mut floor = Vec::with_capacity(steps);
-    for _ in 0..steps {
-        let step = Instant::now();
-        model.stream_weights()?;
-        floor.push(ms_since(step));
-    }
+    // On a GPU the floor would be the device's bandwidth, not this: it is reported for the CPU.
+    let bandwidth = read_bandwidth_gbs(threads);
 
     let mut decode = serde_json::Map::new();
+    let mut decode_ms = serde_json::Map::new();
+    let mut floor_ms = serde_json::Map::new();
+    let mut over_floor = serde_json::Map::new();
     for &context in &DECODE_CONTEXTS {
         // The cache holds `context` tokens when the timed steps start (fewer if the model's
         // positions run out first).
@@ -165,8 +226,14 @@ fn bench_engine(bundle: &Bundle, steps: usize, repeats: usize) -> Result<Value> 
             std::hint::black_box(logits);
         }
         let mean = times.iter().sum::<f64>() / times.len() as f64;
+        // The steps read the cache at `context + 1 … context + steps` tokens: the middle one.
+        let floor = model.decode_bytes(context + steps / 2) as f64 / (bandwidth * 1e6);
+        let key = context.to_string();
+        decode_ms.insert(key.clone(), json!(mean));
+        floor_ms.insert(key.clone(), json!(floor));
+        over_floor.insert(key.clone(), json!(mean / floor));
         decode.insert(
-            context.to_string(),
+            key,
             json!({
                 "mean_ms": mean,
                 "median_ms": median(&mut times),
@@ -178,6 +245,7 @@ fn bench_engine(bundle: &Bundle, steps: usize, repeats: usize) -> Result<Value> 
     }
 
     let mut prefill = serde_json::Map::new();
+    let mut prefill_ms = serde_json::Map::new();
     for &len in &PREFILL_LENGTHS {
         if len > max_pos {
             continue;
@@ -190,24 +258,37 @@ fn bench_engine(bundle: &Bundle, steps: usize, repeats: usize) -> Result<Value> 
             std::hint::black_box(model.forward(&mut cache, &tokens[..len])?);
             times.push(ms_since(step));
         }
+        let m = median(&mut times);
+        prefill_ms.insert(len.to_string(), json!(m));
         prefill.insert(
             len.to_string(),
-            json!({ "median_ms": median(&mut times), "repeats": repeats }),
+            json!({ "median_ms": m, "repeats": repeats }),
         );
     }
+    let stats = model.weight_stats();
     Ok(json!({
+        "device": format!("{device:?}"),
+        "weights": if device.is_cpu() { options.weights.name() } else { "bf16" },
+        "kv_cache": options.kv,
+        "threads": threads,
+        "decode_ms": decode_ms,
+        "prefill_ms": prefill_ms,
+        "bound_ms": floor_ms.get("512").cloned().unwrap_or(Value::Null),
+        "floor_ms": floor_ms,
+        "decode_over_floor": over_floor,
+        "bandwidth_gbs": bandwidth,
+        "weight_bytes": stats.bytes,
+        "matrices_kept_f32": stats.kept_f32,
         "load_ms": load_ms,
         "decode": decode,
         "prefill": prefill,
-        "weights_floor_ms": median(&mut floor),
         "peak_rss_mib": peak_rss_mib(),
         "rss_mib": status_mib("VmRSS"),
         "rss_anon_mib": status_mib("RssAnon"),
-        "threads": candle_core::utils::get_num_threads(),
     }))
 }
 
-fn bench_transformers(args: &BenchArgs) -> Result<Value> {
+fn bench_transformers(args: &BenchArgs, threads: usize) -> Result<Value> {
     let python = args
         .python
         .clone()
@@ -223,11 +304,8 @@ fn bench_transformers(args: &BenchArgs) -> Result<Value> {
         .arg(args.steps.to_string())
         .arg("--repeats")
         .arg(args.repeats.to_string())
-        .args(
-            args.threads
-                .map(|n| vec!["--threads".to_string(), n.to_string()])
-                .unwrap_or_default(),
-        )
+        .arg("--threads")
+        .arg(threads.to_string())
         .arg("--bundle")
         .arg(&args.bundle)
         .output()
@@ -248,6 +326,8 @@ fn bench_transformers(args: &BenchArgs) -> Result<Value> {
     serde_json::from_slice(&output.stdout).context("the transformers benchmark printed no JSON")
 }
 
+/// One JSON object: the model, the engine's figures at the top level (`weights`, `decode_ms`,
+/// `prefill_ms`, `bound_ms`, `floor_ms`, …), and `transformers` with the same keys.
 fn report(bundle: &Bundle, engine: Value, transformers: Option<Value>) -> Value {
     let c = &bundle.config;
     let mut report = json!({
@@ -261,32 +341,22 @@ fn report(bundle: &Bundle, engine: Value, transformers: Option<Value>) -> Value 
             "intermediate_size": c.intermediate_size,
             "vocab_size": c.vocab_size,
         },
-        "engine": engine,
     });
-    if let Some(tf) = transformers {
-        let mut ratio = serde_json::Map::new();
-        let pairs = [("decode", "mean_ms"), ("prefill", "median_ms")];
-        for (section, key) in pairs {
-            if let Some(entries) = report["engine"][section].as_object() {
-                for (len, e) in entries {
-                    let (Some(ours), Some(theirs)) =
-                        (e[key].as_f64(), tf[section][len][key].as_f64())
-                    else {
-                        continue;
-                    };
-                    // > 1 means the engine is faster.
-                    ratio.insert(format!("{section}_{len}"), json!(theirs / ours));
-                }
-            }
-        }
-        if let (Some(ours), Some(theirs)) = (
-            report["engine"]["peak_rss_mib"].as_f64(),
-            tf["peak_rss_mib"].as_f64(),
-        ) {
-            ratio.insert("peak_rss".to_string(), json!(theirs / ours));
+    if let (Some(out), Value::Object(e)) = (report.as_object_mut(), engine) {
+        out.extend(e);
+    }
+    if let Some(mut tf) = transformers {
+        for (section, key, flat) in [
+            ("decode", "mean_ms", "decode_ms"),
+            ("prefill", "median_ms", "prefill_ms"),
+        ] {
+            let figures: serde_json::Map<String, Value> = tf[section]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v[key].clone())).collect())
+                .unwrap_or_default();
+            tf[flat] = Value::Object(figures);
         }
         report["transformers"] = tf;
-        report["transformers_over_engine"] = Value::Object(ratio);
     }
     report
 }
@@ -303,81 +373,65 @@ fn print_table(report: &Value) {
         m["kv_heads"],
         m["vocab_size"],
     );
+    println!(
+        "weights {} ({:.1} MB, {} matrices kept f32), KV cache {}, {} threads; read bandwidth \
+         {:.1} GB/s",
+        report["weights"].as_str().unwrap_or("?"),
+        report["weight_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        report["matrices_kept_f32"],
+        report["kv_cache"].as_str().unwrap_or("?"),
+        report["threads"],
+        report["bandwidth_gbs"].as_f64().unwrap_or(0.0),
+    );
     let tf = report.get("transformers");
-    let fmt = |v: &Value| {
+    let num = |v: &Value| {
         v.as_f64()
-            .map(|x| format!("{x:9.2}"))
-            .unwrap_or_else(|| "        -".into())
+            .map(|x| format!("{x:.2}"))
+            .unwrap_or_else(|| "-".into())
     };
-    let header = if tf.is_some() {
-        "  transformers   ratio"
-    } else {
-        ""
-    };
-    println!("{:<26}{:>10}{header}", "", "engine");
-    let line = |label: String, ours: &Value, theirs: Option<&Value>, ratio: Option<&Value>| {
-        let ratio = ratio
-            .and_then(|r| r.as_f64())
-            .map(|x| format!("{x:.2}x"))
+    println!(
+        "{:<26}{:>10}{:>10}{:>9}{:>14}",
+        "", "engine", "floor", "/floor", "transformers"
+    );
+    let keys = |section: &str| -> Vec<String> {
+        let mut k: Vec<String> = report[section]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
             .unwrap_or_default();
-        match theirs {
-            Some(t) => println!("{label:<26}{:>10}{:>14}{ratio:>8}", fmt(ours), fmt(t)),
-            None => println!("{label:<26}{:>10}", fmt(ours)),
-        }
+        k.sort_by_key(|k| k.parse::<usize>().unwrap_or(usize::MAX));
+        k
     };
-    let e = &report["engine"];
-    let ratios = report.get("transformers_over_engine");
-    line(
-        "load ms".into(),
-        &e["load_ms"],
-        tf.map(|t| &t["load_ms"]),
-        None,
-    );
-    if let Some(decode) = e["decode"].as_object() {
-        let mut entries: Vec<(&String, &Value)> = decode.iter().collect();
-        entries.sort_by_key(|(k, _)| k.parse::<usize>().unwrap_or(usize::MAX));
-        for (ctx, d) in entries {
-            line(
-                format!("decode ms/token @ {ctx}"),
-                &d["mean_ms"],
-                tf.map(|t| &t["decode"][ctx]["mean_ms"]),
-                ratios.map(|r| &r[format!("decode_{ctx}")]),
-            );
-        }
+    for ctx in keys("decode_ms") {
+        println!(
+            "{:<26}{:>10}{:>10}{:>9}{:>14}",
+            format!("decode ms/token @ {ctx}"),
+            num(&report["decode_ms"][&ctx]),
+            num(&report["floor_ms"][&ctx]),
+            num(&report["decode_over_floor"][&ctx]),
+            tf.map(|t| num(&t["decode_ms"][&ctx])).unwrap_or_default(),
+        );
     }
-    if let Some(prefill) = e["prefill"].as_object() {
-        let mut entries: Vec<(&String, &Value)> = prefill.iter().collect();
-        entries.sort_by_key(|(k, _)| k.parse::<usize>().unwrap_or(usize::MAX));
-        for (len, p) in entries {
-            line(
-                format!("prefill ms, {len} tokens"),
-                &p["median_ms"],
-                tf.map(|t| &t["prefill"][len]["median_ms"]),
-                ratios.map(|r| &r[format!("prefill_{len}")]),
-            );
-        }
+    for len in keys("prefill_ms") {
+        println!(
+            "{:<26}{:>10}{:>10}{:>9}{:>14}",
+            format!("prefill ms, {len} tokens"),
+            num(&report["prefill_ms"][&len]),
+            "",
+            "",
+            tf.map(|t| num(&t["prefill_ms"][&len])).unwrap_or_default(),
+        );
     }
-    line(
-        "weights floor ms".into(),
-        &e["weights_floor_ms"],
-        None,
-        None,
-    );
-    line(
-        "resident MiB (end)".into(),
-        &e["rss_mib"],
-        tf.map(|t| &t["rss_mib"]),
-        None,
-    );
-    line(
-        "peak memory MiB".into(),
-        &e["peak_rss_mib"],
-        tf.map(|t| &t["peak_rss_mib"]),
-        ratios.map(|r| &r["peak_rss"]),
-    );
-    if tf.is_some() {
-        println!("(ratio = transformers / engine: above 1 the engine is faster or smaller)");
+    for (label, key) in [("load ms", "load_ms"), ("peak memory MiB", "peak_rss_mib")] {
+        println!(
+            "{:<26}{:>10}{:>10}{:>9}{:>14}",
+            label,
+            num(&report[key]),
+            "",
+            "",
+            tf.map(|t| num(&t[key])).unwrap_or_default(),
+        );
     }
+    println!("(floor: the bytes a decode step reads at that context / the read bandwidth)");
 }
 
 #[derive(Debug, Args)]
@@ -400,12 +454,22 @@ pub struct LogitsArgs {
     /// KV cache capacity (default: just enough).
     #[arg(long)]
     pub capacity: Option<usize>,
+    /// How the engine holds the weights.
+    #[arg(long, value_enum, default_value_t = WeightFormat::F32)]
+    pub weights: WeightFormat,
+    /// Where the model runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Prints `{"vocab_size", "prefill": [[..]..], "decode": [[..]..], "refill": [[..]..]}`.
 pub fn run_logits(args: LogitsArgs) -> Result<()> {
     let bundle = Bundle::load(&args.bundle)?;
-    let model = Olmo2::load(&bundle, &Device::Cpu)?;
+    let options = ModelOptions {
+        weights: args.weights,
+        ..ModelOptions::default()
+    };
+    let model = Olmo2::load_with(&bundle, &super::device(&args.device)?, options)?;
     let needed =
         (args.prefill.len() + args.decode.len()).max(args.cut.unwrap_or(0) + args.refill.len());
     let mut cache = model.new_cache(args.capacity.unwrap_or(needed))?;

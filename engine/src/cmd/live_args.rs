@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::live::clock::TempoSource;
 use crate::live::switch::SessionSpec;
+use crate::model::WeightFormat;
 
 #[derive(Debug, clap::Args)]
 pub struct LiveArgs {
@@ -31,19 +32,23 @@ pub struct LiveArgs {
     /// they are due.
     #[arg(long, value_name = "MS", default_value_t = 40.0)]
     pub release_horizon_ms: f64,
-    /// Sampling temperature (0: always the most likely allowed token).
-    #[arg(long, default_value_t = 1.0)]
-    pub temperature: f32,
-    /// Nucleus sampling: keep the most likely tokens up to this probability (0 < P ≤ 1).
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
+    /// Sampling temperature (0: always the most likely allowed token) [default: the bundle's,
+    /// else 1].
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling: keep the most likely tokens up to this probability (0 < P ≤ 1)
+    /// [default: the bundle's, else 0.95].
+    #[arg(long)]
+    pub top_p: Option<f32>,
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Genre word of the context header, [GENRE_<NAME>] (default: the bundle's first).
+    /// Genre word of the context header, [GENRE_<NAME>] (default: the bundle's recommended one,
+    /// else its first).
     #[arg(long, value_name = "NAME")]
     pub genre: Option<String>,
-    /// Part word of the context header, [PART_<NAME>] (default: the bundle's first).
+    /// Part word of the context header, [PART_<NAME>] (default: the bundle's recommended one,
+    /// else its first).
     #[arg(long, value_name = "NAME")]
     pub part: Option<String>,
     /// Context limit in tokens (the KV cache's size; flushes keep half).
@@ -52,9 +57,18 @@ pub struct LiveArgs {
     /// Longest channel-0 note in ticks (default: two 4/4 bars).
     #[arg(long, value_name = "TICKS")]
     pub max_note_ticks: Option<u64>,
-    /// Most channel-0 notes sounding at once.
-    #[arg(long, default_value_t = 8)]
-    pub max_polyphony: u32,
+    /// Most channel-0 notes sounding at once [default: the bundle's for the part, else 8].
+    #[arg(long)]
+    pub max_polyphony: Option<u32>,
+    /// How the engine holds the weights [default: the bundle's recommendation, else f32].
+    #[arg(long, value_enum)]
+    pub weights: Option<WeightFormat>,
+    /// Threads for the model (decode and prefill) [default: the physical cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Where the model runs: cpu, cuda or cuda:N (the GPU server of a Pi rig: docs/RIGS.md).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Write the run's report (events, lateness, drops, timings) as JSON here at exit.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
@@ -82,6 +96,8 @@ impl LiveArgs {
             release_horizon_ms: self.release_horizon_ms,
             max_note_ticks: self.max_note_ticks,
             max_polyphony: self.max_polyphony,
+            weights: self.weights,
+            device: self.device.clone(),
             steps_per_advance: self.steps_per_advance,
         }
     }

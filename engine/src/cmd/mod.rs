@@ -1,12 +1,13 @@
 //! The `midicopilot-engine` subcommands: one module each, `main.rs` only dispatches.
 
 pub mod alsa;
-pub mod bench; // model helper: `bench` and the hidden `logits`
+pub mod bench; // `bench` and the hidden `logits`
 pub mod decode;
 pub mod encode;
 pub mod jack;
-pub mod live_args;
-pub mod render; // added by the decoder-loop helper (cmd/render.rs) // the flags `jack` and `alsa` share
+pub mod live_args; // the flags `jack` and `alsa` share
+pub mod render;
+pub mod score;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -44,6 +45,42 @@ pub fn run_main(body: impl FnOnce() -> anyhow::Result<()> + std::panic::UnwindSa
     let line = line.replace('\n', " ");
     let _ = writeln!(std::io::stderr(), "midicopilot-engine: {line}");
     ExitCode::from(1)
+}
+
+/// Threads for the model's matrix products (decode and prefill alike): `threads`, else the
+/// physical cores. Set before any thread pool exists: candle's kernels and rayon read it once.
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<usize> {
+    if threads == Some(0) {
+        anyhow::bail!("--threads 0: at least one thread");
+    }
+    if let Some(n) = threads {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+    }
+    Ok(candle_core::utils::get_num_threads())
+}
+
+/// The device a `--device` value names: `cpu`, `cuda` (GPU 0) or `cuda:N`. A CUDA device needs
+/// an engine built with `--features cuda` (one line says so otherwise).
+pub fn device(name: &str) -> anyhow::Result<candle_core::Device> {
+    use anyhow::Context as _;
+    let ordinal = match name {
+        "cpu" => return Ok(candle_core::Device::Cpu),
+        "cuda" => Some(0),
+        _ => name
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok()),
+    };
+    let Some(ordinal) = ordinal else {
+        anyhow::bail!("--device {name}: expected cpu, cuda or cuda:N");
+    };
+    if !cfg!(feature = "cuda") {
+        anyhow::bail!(
+            "--device {name}: this engine was built without CUDA (cargo build --release \
+             --features cuda)"
+        );
+    }
+    candle_core::Device::new_cuda(ordinal).with_context(|| format!("--device {name}"))
 }
 
 /// Write `text` to stdout; a closed pipe (`| head`) is not an error.

@@ -6,14 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{ensure, Context as _, Result};
-use candle_core::Device;
 
 use crate::backend::file::{output_midi, render, Clock, RenderOptions};
 use crate::bundle::Bundle;
 use crate::context::ContextConfig;
 use crate::events::parts::{human_part, Layout};
-use crate::model::Olmo2;
-use crate::sampler::{Policy, SamplingParams};
+use crate::model::{ModelOptions, Olmo2, WeightFormat};
+use crate::sampler::Policy;
 use crate::session::{Engine, Session, SessionConfig};
 use crate::tempo::{MAX_BPM, MIN_BPM};
 
@@ -41,12 +40,14 @@ pub struct RenderArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value_t = ClockArg::Virtual)]
     pub clock: ClockArg,
-    /// Sampling temperature (0: always the most likely allowed token).
-    #[arg(long, default_value_t = 1.0)]
-    pub temperature: f32,
-    /// Nucleus sampling: keep the most likely tokens up to this probability (0 < P ≤ 1).
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
+    /// Sampling temperature (0: always the most likely allowed token) [default: the bundle's,
+    /// else 1].
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling: keep the most likely tokens up to this probability (0 < P ≤ 1)
+    /// [default: the bundle's, else 0.95].
+    #[arg(long)]
+    pub top_p: Option<f32>,
     /// Tempo of the wall clock and of the written file (default: IN's first tempo, else 120, the
     /// MIDI default).
     #[arg(long)]
@@ -60,18 +61,24 @@ pub struct RenderArgs {
     /// Release events this far before they are due (default: a sixth of a beat).
     #[arg(long, value_name = "TICKS")]
     pub release_ticks: Option<u64>,
-    /// Genre word of the context header, [GENRE_<NAME>] (default: the bundle's first).
+    /// Genre word of the context header, [GENRE_<NAME>] (default: the bundle's recommended one,
+    /// else its first).
     #[arg(long, value_name = "NAME")]
     pub genre: Option<String>,
-    /// Part word of the context header, [PART_<NAME>] (default: the bundle's first).
+    /// Part word of the context header, [PART_<NAME>] (default: the bundle's recommended one,
+    /// else its first).
     #[arg(long, value_name = "NAME")]
     pub part: Option<String>,
     /// Longest channel-0 note in ticks (default: two 4/4 bars).
     #[arg(long, value_name = "TICKS")]
     pub max_note_ticks: Option<u64>,
-    /// Most channel-0 notes sounding at once.
-    #[arg(long, default_value_t = 8)]
-    pub max_polyphony: u32,
+    /// Most channel-0 notes sounding at once [default: the bundle's for the part, else 8].
+    #[arg(long)]
+    pub max_polyphony: Option<u32>,
+    /// Never leave an instant to the band: the model plays at every instant its text reaches
+    /// (the engine before it listened; for comparisons).
+    #[arg(long)]
+    pub no_listen: bool,
     /// Keep playing this long after the last human event (default: one 4/4 bar).
     #[arg(long, value_name = "TICKS")]
     pub tail_ticks: Option<u64>,
@@ -80,6 +87,15 @@ pub struct RenderArgs {
     /// are and leaves out its channel 0 (the model's).
     #[arg(long, value_enum, default_value_t = Layout::Parts)]
     pub channels: Layout,
+    /// How the engine holds the weights [default: the bundle's recommendation, else f32].
+    #[arg(long, value_enum)]
+    pub weights: Option<WeightFormat>,
+    /// Threads for the model (decode and prefill) [default: the physical cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Where the model runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Write figures (events, lateness, flushes, prefix cuts, tokens, ms/token) as JSON here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -96,8 +112,17 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let bytes = std::fs::read(&args.input)
         .context("cannot read the file")
         .context(input_name.clone())?;
+    super::set_threads(args.threads)?;
+    let device = super::device(&args.device)?;
     let bundle = Bundle::load(&args.bundle)?;
-    let model = Olmo2::load(&bundle, &Device::Cpu)
+    let options = ModelOptions {
+        weights: args
+            .weights
+            .or(bundle.meta.defaults.weights)
+            .unwrap_or_default(),
+        ..ModelOptions::default()
+    };
+    let model = Olmo2::load_with(&bundle, &device, options)
         .with_context(|| format!("loading the model of {}", args.bundle.display()))?;
     let engine = Engine::new(&bundle, Arc::new(model))?;
     let params = engine.params;
@@ -115,10 +140,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let tpq = u64::from(params.ticks_per_quarter);
     let mut cfg = SessionConfig::defaults(&params);
     cfg.seed = args.seed;
-    cfg.sampling = SamplingParams {
-        temperature: args.temperature,
-        top_p: args.top_p,
-    };
+    cfg.sampling = engine.defaults.sampling(args.temperature, args.top_p);
     cfg.context = ContextConfig::for_limit(args.context);
     cfg.lookahead_ticks = args.lookahead_ticks.unwrap_or(cfg.lookahead_ticks);
     cfg.release_ticks = args
@@ -126,8 +148,13 @@ pub fn run(args: RenderArgs) -> Result<()> {
         .unwrap_or(cfg.release_ticks.min(cfg.lookahead_ticks));
     cfg.policy = Policy {
         max_note_ticks: args.max_note_ticks.unwrap_or(cfg.policy.max_note_ticks),
-        max_polyphony: args.max_polyphony,
+        max_polyphony: engine.defaults.polyphony(
+            args.max_polyphony,
+            &header,
+            cfg.policy.max_polyphony,
+        ),
     };
+    cfg.listen = !args.no_listen;
     if args.clock == ClockArg::Wall {
         // Read the input between tokens.
         cfg.max_steps_per_advance = 1;
@@ -158,6 +185,12 @@ pub fn run(args: RenderArgs) -> Result<()> {
         report["bpm_from_file"] = args.bpm.is_none().into();
         report["parts"] = serde_json::to_value(&human.parts)?;
         report["notes_left_out"] = human.notes_left_out().into();
+        let played = session.config();
+        report["header"] = serde_json::to_value(&header)?;
+        report["temperature"] = played.sampling.temperature.into();
+        report["top_p"] = played.sampling.top_p.into();
+        report["max_polyphony"] = played.policy.max_polyphony.into();
+        report["weights"] = options.weights.name().into();
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json + "\n")
             .context("cannot write the report")

@@ -33,8 +33,9 @@ use serde_json::{json, Value};
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// One `switch` command: the song's name and the session settings it changes. A field left out
-/// keeps the running value; `genre`, `part` and `seed` may also be `null`, which means the
-/// default (the bundle's first genre / part word, seed 0).
+/// keeps the running value; `genre`, `part`, `seed`, `temperature`, `top_p` and `max_polyphony`
+/// may also be `null`, which means the default (the bundle's recommendation, else its first genre
+/// / part word and the engine's sampling; seed 0).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchRequest {
@@ -45,15 +46,20 @@ pub struct SwitchRequest {
     #[serde(default, deserialize_with = "present")]
     pub part: Option<Option<String>>,
     pub bpm: Option<f64>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
+    #[serde(default, deserialize_with = "present")]
+    pub temperature: Option<Option<f32>>,
+    #[serde(default, deserialize_with = "present")]
+    pub top_p: Option<Option<f32>>,
     #[serde(default, deserialize_with = "present")]
     pub seed: Option<Option<u64>>,
     pub context: Option<usize>,
     pub lookahead_ticks: Option<u64>,
     pub release_horizon_ms: Option<f64>,
     pub max_note_ticks: Option<u64>,
-    pub max_polyphony: Option<u32>,
+    #[serde(default, deserialize_with = "present")]
+    pub max_polyphony: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    pub weights: Option<Option<crate::model::WeightFormat>>,
 }
 
 /// A field that is present (even as `null`) becomes `Some(..)`; absent stays `None` (default).
@@ -255,14 +261,14 @@ mod tests {
         assert_eq!(r.genre, Some(Some("BLUES".into())));
         assert_eq!(r.part, Some(Some("BASS".into())));
         assert_eq!(r.bpm, Some(96.5));
-        assert_eq!(r.temperature, Some(0.8));
-        assert_eq!(r.top_p, Some(0.9));
+        assert_eq!(r.temperature, Some(Some(0.8)));
+        assert_eq!(r.top_p, Some(Some(0.9)));
         assert_eq!(r.seed, Some(Some(7)));
         assert_eq!(r.context, Some(256));
         assert_eq!(r.lookahead_ticks, Some(12));
         assert_eq!(r.release_horizon_ms, Some(30.0));
         assert_eq!(r.max_note_ticks, Some(96));
-        assert_eq!(r.max_polyphony, Some(3));
+        assert_eq!(r.max_polyphony, Some(Some(3)));
     }
 
     #[test]

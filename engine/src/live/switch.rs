@@ -27,18 +27,17 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::{ensure, Context as _, Result};
-use candle_core::Device;
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::clock::{Follower, TempoMap, TempoSource};
 use super::control::{Status, SwitchRequest};
 use super::OutEvent;
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, PlayDefaults};
 use crate::context::ContextConfig;
 use crate::events::LanguageParams;
-use crate::model::Olmo2;
-use crate::sampler::{Policy, SamplingParams};
+use crate::model::{ModelOptions, Olmo2, WeightFormat};
+use crate::sampler::Policy;
 use crate::session::{Engine, Session, SessionConfig, SessionStats};
 use crate::tempo::{Tempo, MAX_BPM, MIN_BPM};
 
@@ -49,14 +48,19 @@ pub struct SessionSpec {
     pub genre: Option<String>,
     pub part: Option<String>,
     pub bpm: f64,
-    pub temperature: f32,
-    pub top_p: f32,
+    /// `None`: the bundle's recommendation, else the engine's default (also for the two below).
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
     pub seed: u64,
     pub context: usize,
     pub lookahead_ticks: Option<u64>,
     pub release_horizon_ms: f64,
     pub max_note_ticks: Option<u64>,
-    pub max_polyphony: u32,
+    pub max_polyphony: Option<u32>,
+    /// `None`: the bundle's recommendation, else f32.
+    pub weights: Option<WeightFormat>,
+    /// Where the model runs (`--device`; a switch keeps it).
+    pub device: String,
     pub steps_per_advance: usize,
 }
 
@@ -87,16 +91,15 @@ impl SessionSpec {
             self.max_note_ticks.is_none_or(|t| t >= 1),
             "max_note_ticks 0: at least one tick"
         );
-        ensure!(
-            (1..=128).contains(&self.max_polyphony),
-            "max_polyphony {}: expected 1 to 128",
-            self.max_polyphony
-        );
-        SamplingParams {
-            temperature: self.temperature,
-            top_p: self.top_p,
+        if let Some(n) = self.max_polyphony {
+            ensure!(
+                (1..=128).contains(&n),
+                "max_polyphony {n}: expected 1 to 128"
+            );
         }
-        .validate()
+        PlayDefaults::default()
+            .sampling(self.temperature, self.top_p)
+            .validate()
     }
 
     /// The running spec with a request's fields applied (`null` style words and seed: defaults).
@@ -115,31 +118,43 @@ impl SessionSpec {
             s.seed = seed.unwrap_or(0);
         }
         s.bpm = r.bpm.unwrap_or(s.bpm);
-        s.temperature = r.temperature.unwrap_or(s.temperature);
-        s.top_p = r.top_p.unwrap_or(s.top_p);
+        if let Some(t) = r.temperature {
+            s.temperature = t;
+        }
+        if let Some(p) = r.top_p {
+            s.top_p = p;
+        }
         s.context = r.context.unwrap_or(s.context);
         s.lookahead_ticks = r.lookahead_ticks.or(s.lookahead_ticks);
         s.release_horizon_ms = r.release_horizon_ms.unwrap_or(s.release_horizon_ms);
         s.max_note_ticks = r.max_note_ticks.or(s.max_note_ticks);
-        s.max_polyphony = r.max_polyphony.unwrap_or(s.max_polyphony);
+        if let Some(n) = r.max_polyphony {
+            s.max_polyphony = n;
+        }
+        if let Some(w) = r.weights {
+            s.weights = w;
+        }
         s
     }
 
-    /// The session settings for a bundle's language (as `midicopilot-engine jack` sets them).
-    pub fn session_config(&self, params: &LanguageParams) -> SessionConfig {
+    /// The session settings for a bundle's language, its recommendations and the header (as
+    /// `midicopilot-engine jack` sets them).
+    pub fn session_config(
+        &self,
+        params: &LanguageParams,
+        defaults: &PlayDefaults,
+        header: &[String],
+    ) -> SessionConfig {
         let mut cfg = SessionConfig::defaults(params);
         cfg.seed = self.seed;
-        cfg.sampling = SamplingParams {
-            temperature: self.temperature,
-            top_p: self.top_p,
-        };
+        cfg.sampling = defaults.sampling(self.temperature, self.top_p);
         cfg.context = ContextConfig::for_limit(self.context);
         cfg.lookahead_ticks = self.lookahead_ticks.unwrap_or(cfg.lookahead_ticks);
         // The live backends release by their own horizon in frames (see live::decoder_thread).
         cfg.release_ticks = 0;
         cfg.policy = Policy {
             max_note_ticks: self.max_note_ticks.unwrap_or(cfg.policy.max_note_ticks),
-            max_polyphony: self.max_polyphony,
+            max_polyphony: defaults.polyphony(self.max_polyphony, header, cfg.policy.max_polyphony),
         };
         cfg.max_steps_per_advance = self.steps_per_advance.max(1);
         cfg
@@ -148,7 +163,14 @@ impl SessionSpec {
     /// Load the bundle and its model (CPU).
     pub fn load_engine(&self) -> Result<Engine> {
         let bundle = Bundle::load(&self.bundle)?;
-        let model = Olmo2::load(&bundle, &Device::Cpu)
+        let options = ModelOptions {
+            weights: self
+                .weights
+                .or(bundle.meta.defaults.weights)
+                .unwrap_or_default(),
+            ..ModelOptions::default()
+        };
+        let model = Olmo2::load_with(&bundle, &crate::cmd::device(&self.device)?, options)
             .with_context(|| format!("loading the model of {}", self.bundle.display()))?;
         Engine::new(&bundle, std::sync::Arc::new(model))
     }
@@ -156,7 +178,7 @@ impl SessionSpec {
     /// A new session on `engine` (the header prefilled); also returns the header words.
     pub fn build(&self, engine: Engine) -> Result<(Session, Vec<String>)> {
         let header = engine.header(self.genre.as_deref(), self.part.as_deref())?;
-        let cfg = self.session_config(&engine.params);
+        let cfg = self.session_config(&engine.params, &engine.defaults, &header);
         Ok((Session::new(engine, &header, cfg)?, header))
     }
 
@@ -463,14 +485,16 @@ mod tests {
             genre: Some("CHORALE".into()),
             part: None,
             bpm: 120.0,
-            temperature: 1.0,
-            top_p: 0.95,
+            temperature: Some(1.0),
+            top_p: Some(0.95),
             seed: 3,
             context: 512,
             lookahead_ticks: None,
             release_horizon_ms: 40.0,
             max_note_ticks: None,
-            max_polyphony: 8,
+            max_polyphony: Some(8),
+            weights: None,
+            device: "cpu".into(),
             steps_per_advance: 2,
         }
     }
@@ -496,14 +520,15 @@ mod tests {
             genre: Some(None),
             part: Some(Some("BASS".into())),
             seed: Some(None),
-            temperature: Some(0.5),
-            top_p: Some(0.8),
+            temperature: Some(Some(0.5)),
+            top_p: Some(None),
             context: Some(256),
             lookahead_ticks: Some(12),
             release_horizon_ms: Some(25.0),
             max_note_ticks: Some(48),
-            max_polyphony: Some(2),
+            max_polyphony: Some(Some(2)),
             bpm: None,
+            weights: None,
         };
         let s = spec().apply(&req);
         assert_eq!(
@@ -513,13 +538,13 @@ mod tests {
                 genre: None,
                 part: Some("BASS".into()),
                 seed: 0,
-                temperature: 0.5,
-                top_p: 0.8,
+                temperature: Some(0.5),
+                top_p: None,
                 context: 256,
                 lookahead_ticks: Some(12),
                 release_horizon_ms: 25.0,
                 max_note_ticks: Some(48),
-                max_polyphony: 2,
+                max_polyphony: Some(2),
                 ..spec()
             }
         );
@@ -552,14 +577,14 @@ mod tests {
             ),
             (
                 SessionSpec {
-                    max_polyphony: 0,
+                    max_polyphony: Some(0),
                     ..spec()
                 },
                 "max_polyphony 0",
             ),
             (
                 SessionSpec {
-                    top_p: 1.5,
+                    top_p: Some(1.5),
                     ..spec()
                 },
                 "top-p",
@@ -585,7 +610,8 @@ mod tests {
             ticks_per_quarter: 24,
             velocity_bins: 8,
         };
-        let c = spec().session_config(&params);
+        let none = PlayDefaults::default();
+        let c = spec().session_config(&params, &none, &[]);
         let d = SessionConfig::defaults(&params);
         assert_eq!(c.lookahead_ticks, d.lookahead_ticks);
         assert_eq!(c.release_ticks, 0);
@@ -599,8 +625,29 @@ mod tests {
             max_note_ticks: Some(40),
             ..spec()
         };
-        let c = s.session_config(&params);
+        let c = s.session_config(&params, &none, &[]);
         assert_eq!((c.lookahead_ticks, c.policy.max_note_ticks), (12, 40));
+        // Unset sampling and polyphony come from the bundle, per part where it says so.
+        let bundle = PlayDefaults {
+            temperature: Some(0.7),
+            max_polyphony: Some(3),
+            polyphony: [("SOPRANO".to_string(), 1)].into(),
+            ..PlayDefaults::default()
+        };
+        let unset = SessionSpec {
+            temperature: None,
+            top_p: None,
+            max_polyphony: None,
+            ..spec()
+        };
+        let soprano = ["[GENRE_CHORALE]".to_string(), "[PART_SOPRANO]".to_string()];
+        let c = unset.session_config(&params, &bundle, &soprano);
+        assert_eq!((c.sampling.temperature, c.sampling.top_p), (0.7, 0.95));
+        assert_eq!(c.policy.max_polyphony, 1);
+        let c = unset.session_config(&params, &bundle, &["[PART_BASS]".to_string()]);
+        assert_eq!(c.policy.max_polyphony, 3);
+        let c = spec().session_config(&params, &bundle, &soprano);
+        assert_eq!((c.sampling.temperature, c.policy.max_polyphony), (1.0, 8));
         assert_eq!(spec().horizon_frames(48_000), 1920);
     }
 

@@ -12,4 +12,6 @@ mod kv_cache;
 mod olmo2;
 
 pub use kv_cache::KvCache;
-pub use olmo2::{Olmo2, Olmo2Config, RopeParameters};
+pub use olmo2::{
+    KvFormat, ModelOptions, Olmo2, Olmo2Config, RopeParameters, WeightFormat, WeightStats,
+};

@@ -13,15 +13,24 @@
 //!
 //! then `rms_norm(·, norm)` and `lm_head` (or the embedding when tied). Grouped-query attention
 //! never copies keys: the query heads that share a key head are stacked as extra rows of one
-//! matrix product. On CPU everything runs in f32 (candle has no fast bf16 matmul there);
-//! bf16 weights are widened at load. On CUDA the model runs in bf16 with an f32 softmax.
+//! matrix product. On CUDA the model runs in bf16 with an f32 softmax.
+//!
+//! On the CPU the activations are f32 and the projection and head weights are held as candle
+//! quantized tensors in the format [`WeightFormat`] names (`--weights`: f32, f16 or Q8_0),
+//! multiplied by candle's `QMatMul` kernels, which split a decode step's matrix-vector products
+//! over all threads (candle's dense f32 matmul does one row on one thread). A matrix whose input
+//! width is not a multiple of the format's block (32 for Q8_0) stays f32. The KV cache is f32 or
+//! f16 ([`KvFormat`]). docs/ENGINE.md, "Weights on the CPU", has the measured trade-offs.
 
 use std::collections::BTreeSet;
 
+use std::sync::Arc;
+
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::VarBuilder;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::kv_cache::KvCache;
 use crate::bundle::Bundle;
@@ -193,15 +202,113 @@ impl Olmo2Config {
     }
 }
 
-/// A linear layer `y = x Wᵀ (+ b)` with W stored `[out, in]` as in the checkpoint.
+/// How the CPU holds the projection and head weights (`--weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightFormat {
+    /// 4 bytes a weight, as trained.
+    #[default]
+    F32,
+    /// 2 bytes a weight.
+    F16,
+    /// Q8_0: blocks of 32 int8 weights and one f16 scale, 34 bytes a block.
+    Q8,
+}
+
+impl WeightFormat {
+    fn ggml(self) -> GgmlDType {
+        match self {
+            Self::F32 => GgmlDType::F32,
+            Self::F16 => GgmlDType::F16,
+            Self::Q8 => GgmlDType::Q8_0,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Q8 => "q8",
+        }
+    }
+}
+
+/// The KV cache's element type on the CPU (`--kv-cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KvFormat {
+    #[default]
+    F32,
+    F16,
+}
+
+/// How to load a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ModelOptions {
+    pub weights: WeightFormat,
+    pub kv: KvFormat,
+}
+
+/// A linear layer `y = x Wᵀ (+ b)` with W `[out, in]` as in the checkpoint.
 struct Linear {
-    weight: Tensor,
+    weight: Weight,
     bias: Option<Tensor>,
 }
 
+enum Weight {
+    /// A dense tensor (CUDA).
+    Dense(Tensor),
+    /// A candle quantized tensor (CPU: f32, f16 or Q8_0) and its `QMatMul`.
+    Quant(QMatMul),
+}
+
+/// What loading did to the weights (bench reports it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WeightStats {
+    pub format: Option<WeightFormat>,
+    /// Bytes a decode step reads from the projection and head weights.
+    pub bytes: usize,
+    /// Matrices kept in f32 because their input width is not a multiple of the format's block.
+    pub kept_f32: usize,
+    pub matrices: usize,
+}
+
 impl Linear {
+    fn new(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        format: Option<WeightFormat>,
+        stats: &mut WeightStats,
+    ) -> Result<Self> {
+        stats.matrices += 1;
+        let Some(format) = format else {
+            stats.bytes += weight.elem_count() * weight.dtype().size_in_bytes();
+            return Ok(Self {
+                weight: Weight::Dense(weight),
+                bias,
+            });
+        };
+        let (_, cols) = weight.dims2()?;
+        let mut dtype = format.ggml();
+        if !cols.is_multiple_of(dtype.block_size()) {
+            dtype = GgmlDType::F32;
+            stats.kept_f32 += 1;
+        }
+        let q = QTensor::quantize(&weight, dtype)?;
+        stats.bytes += q.storage_size_in_bytes();
+        // Built directly: `QMatMul::from_qtensor` would turn f32 and f16 back into a dense tensor,
+        // whose one-row product runs on one thread.
+        Ok(Self {
+            weight: Weight::Quant(QMatMul::QTensor(Arc::new(q))),
+            bias,
+        })
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight.t()?)?;
+        let y = match &self.weight {
+            Weight::Dense(w) => x.matmul(&w.t()?)?,
+            Weight::Quant(q) => q.forward(&x.contiguous()?)?,
+        };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -229,21 +336,29 @@ pub struct Olmo2 {
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    lm_head: Tensor,
+    lm_head: Linear,
     /// `[max_position, head_dim / 2]`, computed in f32 then cast to the compute dtype.
     cos: Tensor,
     sin: Tensor,
     dtype: DType,
+    kv_dtype: DType,
     device: Device,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
     eps: f32,
+    weight_stats: WeightStats,
 }
 
 impl Olmo2 {
-    /// Loads the bundle's weights (memory-mapped, widened to f32 on CPU).
+    /// Loads the bundle's weights in f32 (see [`Olmo2::load_with`]).
     pub fn load(bundle: &Bundle, device: &Device) -> Result<Self> {
+        Self::load_with(bundle, device, ModelOptions::default())
+    }
+
+    /// Loads the bundle's weights (memory-mapped; on the CPU read as f32, then held in the
+    /// options' weight format).
+    pub fn load_with(bundle: &Bundle, device: &Device, options: ModelOptions) -> Result<Self> {
         let dtype = if device.is_cpu() {
             DType::F32
         } else {
@@ -253,11 +368,25 @@ impl Olmo2 {
         // while loading, so the map does not outlive this call.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&bundle.weights], dtype, device) }
             .with_context(|| format!("cannot read {}", bundle.weights.display()))?;
-        Self::from_var_builder(&bundle.config, vb)
+        Self::from_var_builder(&bundle.config, vb, options)
             .with_context(|| format!("model bundle {}", bundle.dir.display()))
     }
 
-    fn from_var_builder(config: &Olmo2Config, vb: VarBuilder) -> Result<Self> {
+    fn from_var_builder(
+        config: &Olmo2Config,
+        vb: VarBuilder,
+        options: ModelOptions,
+    ) -> Result<Self> {
+        let cpu = vb.device().is_cpu();
+        let format = cpu.then_some(options.weights);
+        let kv_dtype = match (cpu, options.kv) {
+            (true, KvFormat::F16) => DType::F16,
+            _ => vb.dtype(),
+        };
+        let mut stats = WeightStats {
+            format,
+            ..WeightStats::default()
+        };
         let (h, hd, heads, kv_heads) = (
             config.hidden_size,
             config.head_dim(),
@@ -297,14 +426,13 @@ impl Olmo2 {
                 (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
                 _ => None,
             };
-            let qkv = Linear {
-                weight: Tensor::cat(&[q, k, v], 0)?,
-                bias: qkv_bias,
-            };
-            let o = Linear {
-                weight: get(&a, &[h, heads * hd], "o_proj.weight")?,
-                bias: bias(&a, h, "o_proj.bias")?,
-            };
+            let qkv = Linear::new(Tensor::cat(&[q, k, v], 0)?, qkv_bias, format, &mut stats)?;
+            let o = Linear::new(
+                get(&a, &[h, heads * hd], "o_proj.weight")?,
+                bias(&a, h, "o_proj.bias")?,
+                format,
+                &mut stats,
+            )?;
             let mlp = l.pp("mlp");
             let gate = get(&mlp, &[inter, h], "gate_proj.weight")?;
             let up = get(&mlp, &[inter, h], "up_proj.weight")?;
@@ -313,14 +441,13 @@ impl Olmo2 {
                 o,
                 q_norm: get(&a, &[heads * hd], "q_norm.weight")?,
                 k_norm: get(&a, &[kv_heads * hd], "k_norm.weight")?,
-                gate_up: Linear {
-                    weight: Tensor::cat(&[gate, up], 0)?,
-                    bias: None,
-                },
-                down: Linear {
-                    weight: get(&mlp, &[h, inter], "down_proj.weight")?,
-                    bias: None,
-                },
+                gate_up: Linear::new(Tensor::cat(&[gate, up], 0)?, None, format, &mut stats)?,
+                down: Linear::new(
+                    get(&mlp, &[h, inter], "down_proj.weight")?,
+                    None,
+                    format,
+                    &mut stats,
+                )?,
                 post_attention_norm: get(&l, &[h], "post_attention_layernorm.weight")?,
                 post_feedforward_norm: get(&l, &[h], "post_feedforward_layernorm.weight")?,
             });
@@ -331,6 +458,7 @@ impl Olmo2 {
         } else {
             get(&vb, &[config.vocab_size, h], "lm_head.weight")?
         };
+        let lm_head = Linear::new(lm_head, None, format, &mut stats)?;
         let (cos, sin) = rope_tables(config, vb.dtype(), vb.device())?;
         Ok(Self {
             config: config.clone(),
@@ -341,12 +469,36 @@ impl Olmo2 {
             cos,
             sin,
             dtype: vb.dtype(),
+            kv_dtype,
             device: vb.device().clone(),
             heads,
             kv_heads,
             head_dim: hd,
             eps: config.rms_norm_eps as f32,
+            weight_stats: stats,
         })
+    }
+
+    /// The weights' format and how many bytes a decode step reads from them.
+    pub fn weight_stats(&self) -> &WeightStats {
+        &self.weight_stats
+    }
+
+    /// Bytes one decode step reads at `context` tokens: the projection and head weights, one
+    /// embedding row, the norms, and the KV cache's keys and values for every layer.
+    pub fn decode_bytes(&self, context: usize) -> usize {
+        let c = &self.config;
+        let f32s = DType::F32.size_in_bytes();
+        let norms = c.num_hidden_layers
+            * (2 * c.hidden_size + (self.heads + self.kv_heads) * self.head_dim)
+            + c.hidden_size;
+        let kv = 2
+            * c.num_hidden_layers
+            * self.kv_heads
+            * self.head_dim
+            * context
+            * self.kv_dtype.size_in_bytes();
+        self.weight_stats.bytes + (c.hidden_size + norms) * f32s + kv
     }
 
     /// A KV cache for up to `capacity` tokens, allocated now.
@@ -361,7 +513,7 @@ impl Olmo2 {
             self.kv_heads,
             self.head_dim,
             capacity,
-            self.dtype,
+            self.kv_dtype,
             &self.device,
         )
     }
@@ -399,23 +551,6 @@ impl Olmo2 {
         self.dtype
     }
 
-    /// The floor under one decode step, for benchmarks: one vector times every weight matrix a
-    /// decode step reads (the projections of every layer and the head), and nothing else. A
-    /// decode step cannot be faster than this on the same machine at the same moment.
-    pub fn stream_weights(&self) -> Result<()> {
-        let x = Tensor::ones((1, self.config.hidden_size), self.dtype, &self.device)?;
-        let wide = Tensor::ones((1, self.config.intermediate_size), self.dtype, &self.device)?;
-        let attn = Tensor::ones((1, self.heads * self.head_dim), self.dtype, &self.device)?;
-        for layer in &self.layers {
-            std::hint::black_box(layer.qkv.forward(&x)?);
-            std::hint::black_box(layer.o.forward(&attn)?);
-            std::hint::black_box(layer.gate_up.forward(&x)?);
-            std::hint::black_box(layer.down.forward(&wide)?);
-        }
-        std::hint::black_box(x.matmul(&self.lm_head.t()?)?);
-        Ok(())
-    }
-
     /// Returns `[rows, vocab]` f32 logits: every token's, or the last one's.
     fn run(&self, cache: &mut KvCache, tokens: &[u32], all: bool) -> Result<Tensor> {
         let t = tokens.len();
@@ -423,7 +558,7 @@ impl Olmo2 {
         let pos = cache.len();
         ensure!(
             cache.layers() == self.layers.len()
-                && cache.layout() == Some((self.kv_heads, self.head_dim, self.dtype)),
+                && cache.layout() == Some((self.kv_heads, self.head_dim, self.kv_dtype)),
             "this KV cache was made for another model"
         );
         ensure!(
@@ -452,7 +587,7 @@ impl Olmo2 {
         cache.advance(t);
         let x = if all { x } else { x.narrow(0, t - 1, 1)? };
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.eps)?;
-        let logits = x.matmul(&self.lm_head.t()?)?;
+        let logits = self.lm_head.forward(&x)?;
         Ok(logits.to_dtype(DType::F32)?)
     }
 
@@ -500,12 +635,13 @@ impl Olmo2 {
             .transpose(0, 1)?
             .contiguous()?;
 
-        cache.write(index, &k, &v)?;
+        let kv = self.kv_dtype;
+        cache.write(index, &k.to_dtype(kv)?, &v.to_dtype(kv)?)?;
         let (keys, values) = cache.view(index, past + t)?; // [kv_heads, past + t, hd]
 
         // Query heads sharing a key head become rows of one product: [kv_heads, n_rep · t, hd].
-        let q = q.reshape((kv_heads, n_rep * t, hd))?;
-        let mut scores = q.matmul(&keys.t()?)?; // [kv_heads, n_rep · t, past + t]
+        let q = q.reshape((kv_heads, n_rep * t, hd))?.to_dtype(kv)?;
+        let mut scores = q.matmul(&keys.t()?)?.to_dtype(self.dtype)?; // [kv_heads, n_rep · t, past + t]
         if let Some(mask) = mask {
             scores = scores
                 .reshape((kv_heads, n_rep, t, past + t))?
@@ -517,7 +653,7 @@ impl Olmo2 {
         } else {
             candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?
         };
-        let attn = probs.matmul(&values)?; // [kv_heads, n_rep · t, hd]
+        let attn = probs.to_dtype(kv)?.matmul(&values)?.to_dtype(self.dtype)?; // [kv_heads, n_rep · t, hd]
         let attn = attn
             .reshape((heads, t, hd))?
             .transpose(0, 1)?
