@@ -58,13 +58,17 @@ def test_each_part_in_turn_on_channel_0(chorales: list[Path]) -> None:
     assert len(parts) >= 4
     examples = corpus_mod.piece_examples(piece, PARAMS, "chorale")
     assert len(examples) == len(parts)
-    for example, target in zip(examples, parts, strict=True):
+    first_onset = min(n.start for n in piece.notes)
+    for index, (example, target) in enumerate(zip(examples, parts, strict=True)):
         meta, events = ev.parse_text(example.text, PARAMS)
         assert meta[0] == "[GENRE_CHORALE]"
-        assert meta[1] == ev.meta_token("PART", piece.part_names[target])
-        # channel 0 holds exactly the target part's notes (same onsets and pitches)
+        assert meta[1] == f"[PART_{corpus_mod.canonical_part(piece.part_names[target])}]"
+        # channel 0 holds exactly the target part's notes from its entry on (same onsets and
+        # pitches): never in the band's first instant, as live
+        beats = corpus_mod.entry_beats(piece.path, index, 0)
+        entry = first_onset + beats * PARAMS.ticks_per_quarter
         want = sorted((n.start, n.pitch) for n in ev.normalize_notes(
-            [n for n in piece.notes if n.source == target]))
+            [n for n in piece.notes if n.source == target and n.start > entry]))
         got = sorted((e.tick, e.pitch) for e in events if e.kind == "on" and e.channel == 0)
         assert got == want
         channels = {e.channel for e in events}
@@ -96,12 +100,34 @@ def test_transposition_moves_by_octaves_and_spares_drums(tmp_path: Path) -> None
         bass = [e.pitch for e in events if e.kind == "on" and e.channel == 0]
         drums = [e.pitch for e in events if e.kind == "on" and e.channel == 9]
         assert drums == [36] * 5  # never transposed, still on channel 9
-        expected = [p + shift for p in (1, 4, 36, 40, 125)]
+        # The bass enters after the drums' first beat(s): a beat a note.
+        entered = corpus_mod.entry_beats(piece.path, 0, shift) + 1
+        expected = [p + shift for p in (1, 4, 36, 40, 125)][entered:]
         for want, got in zip(expected, bass, strict=True):
             assert 0 <= got <= 127 and (got - want) % 12 == 0 and abs(got - want) <= 12
             if 0 <= want <= 127:
                 assert got == want
     assert corpus_mod.transpose_pitch(1, -5) == 8 and corpus_mod.transpose_pitch(125, 6) == 119
+
+
+def test_part_words_are_canonical_voices_and_instruments() -> None:
+    names = {"Soprano": "SOPRANO", "Alto Oboe 2 Viloin 2": "ALTO", "Violin 1": "VIOLIN",
+             "Bass Continuo": "BASS", "Double Bass": "CONTRABASS", "Horn 2": "HORN",
+             "Bassus": "BASS", "Recorders": "RECORDER", "Piano Right Hand": "PIANO"}
+    for name, word in names.items():
+        assert corpus_mod.canonical_part(name) == word, name
+    assert corpus_mod.canonical_part("Colnel Hornars March jmp 050") is None
+    assert corpus_mod.canonical_part("") is None
+
+
+def test_the_target_enters_after_the_band_as_live() -> None:
+    # Half the examples from the band's second instant, then a quarter a beat later, …: the
+    # chance to come in is the same at every beat, however long the part has waited.
+    beats = [corpus_mod.entry_beats(f"piece{i}", i % 4, i % 12) for i in range(4000)]
+    share = [beats.count(b) / len(beats) for b in range(4)]
+    assert share == pytest.approx([0.5, 0.25, 0.125, 0.0625], abs=0.03)
+    assert max(beats) <= corpus_mod.MAX_ENTRY_BEATS
+    assert corpus_mod.entry_beats("a", 0, 0) == corpus_mod.entry_beats("a", 0, 0)
 
 
 def test_transposed_chorale_keeps_rhythm(chorales: list[Path]) -> None:
@@ -111,9 +137,15 @@ def test_transposed_chorale_keeps_rhythm(chorales: list[Path]) -> None:
     for example in (e for e in examples if e.transposition == 5):
         _, shifted = ev.parse_text(example.text, PARAMS)
         _, original = ev.parse_text(plain[example.part].text, PARAMS)
-        assert sorted((e.tick, e.channel, e.pitch) for e in shifted if e.kind == "on") == sorted(
-            (e.tick, e.channel, corpus_mod.transpose_pitch(e.pitch, 5)) for e in original
-            if e.kind == "on")
+        # The target's entry is drawn per key: compare from the later of the two entries on.
+        since = max(min((e.tick for e in x if e.channel == 0), default=0)
+                    for x in (shifted, original))
+
+        def ons(events, shift, since=since):
+            return sorted((e.tick, e.channel, corpus_mod.transpose_pitch(e.pitch, shift))
+                          for e in events if e.kind == "on" and (e.channel or e.tick >= since))
+
+        assert ons(shifted, 0) == ons(original, 5)
 
 
 # --- whole corpora ------------------------------------------------------------------------------

@@ -31,6 +31,15 @@ def test_demo_bundle_builds_then_is_reused(tmp_path: Path) -> None:
     assert {"[PART_SOPRANO]", "[PART_ALTO]", "[PART_TENOR]", "[PART_BASS]"} <= set(meta["parts"])
     assert [p["phase"] for p in meta["training"]["phases"]] == ["align", "style"]
     assert meta["demo"]["version"] == demo.DEMO_VERSION
+    # Everything `midicopilot eval` needs to measure it on music it never trained on.
+    style_val = json.loads((out.with_name("demo.work") / "corpus-style" / "corpus.json")
+                           .read_text())["split"]["val"]
+    assert meta["validation_pieces"] == [f"bach/{Path(p).stem.removeprefix('bach-')}"
+                                         for p in style_val]
+    assert meta["unseen_style_pieces"] and all(
+        n.split("/")[0] in demo.UNSEEN_STYLE for n in meta["unseen_style_pieces"])
+    assert len(meta["unigram"]) == meta["vocab_size"] and sum(meta["unigram"]) > 0
+    assert meta["defaults"]["part"] == "SOPRANO" and meta["defaults"]["polyphony"]["SOPRANO"] == 1
     assert set(meta["demo"]["stage_seconds"]) >= {"style corpus", "align corpus", "tokenizer",
                                                   "align phase", "style phase", "export"}
     work = out.with_name("demo.work")

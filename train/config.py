@@ -96,6 +96,10 @@ class TrainLoop:
 @dataclass
 class ExportConfig:
     dtype: str = "float32"          # dtype of model.safetensors: float32 | bfloat16 | float16
+    # How the bundle is meant to be played (midicopilot.json "defaults"; the engine uses them
+    # unless a flag or a preset says otherwise): genre, part, temperature, top_p, max_polyphony,
+    # polyphony (a table: part name → notes), weights (f32 | f16 | q8). docs/QUALITY.md.
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -146,6 +150,10 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key} must be a table, not {value!r}")
+        return dict(value)
     if origin is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"config key {key} must be a list of strings, not {value!r}")
@@ -254,6 +262,36 @@ def validate(config: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    check_play_defaults(config.export.defaults)
+
+
+PLAY_DEFAULT_KEYS = ("genre", "part", "temperature", "top_p", "max_polyphony", "polyphony",
+                     "weights")
+
+
+def check_play_defaults(d: dict[str, Any]) -> None:
+    """The `export.defaults` table, checked as the engine will read it (bundle.rs PlayDefaults)."""
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"config key export.defaults.{key} {why}")
+
+    for key, value in d.items():
+        if key not in PLAY_DEFAULT_KEYS:
+            raise bad(key, f"is unknown (known: {', '.join(PLAY_DEFAULT_KEYS)})")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key in ("genre", "part") and not (isinstance(value, str) and value):
+            raise bad(key, "must be a name such as CHORALE")
+        if key == "temperature" and not (number and value >= 0):
+            raise bad(key, "must be a number >= 0")
+        if key == "top_p" and not (number and 0 < value <= 1):
+            raise bad(key, "must be in (0, 1]")
+        polys = value.values() if key == "polyphony" and isinstance(value, dict) else \
+            [value] if key == "max_polyphony" else []
+        if key == "polyphony" and not isinstance(value, dict):
+            raise bad(key, "must be a table of part name = notes")
+        if any(not (isinstance(n, int) and 1 <= n <= 128) for n in polys):
+            raise bad(key, "must be whole numbers 1–128")
+        if key == "weights" and value not in ("f32", "f16", "q8"):
+            raise bad(key, "must be f32, f16 or q8")
 
 
 DTYPES = ("float32", "bfloat16", "float16")

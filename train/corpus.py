@@ -9,8 +9,10 @@ the file that has notes. For each target part:
   holds it; a piece with more parts than free channels folds the extra parts onto channels 1, 2, …
   again (rule 9 of FORMAT.md then merges the voices that collide);
 - the example's header is `[GENRE_<NAME>]` (from --genre or a genre map; omitted without one)
-  followed by `[PART_<NAME>]`: the track name, else the General MIDI program family of the part
-  (`[PART_STRINGS]`, `[PART_DRUMS]` for channel 9), else `[PART_<n>]` (its 1-based index).
+  followed by `[PART_<NAME>]`: the canonical voice or instrument its track name names
+  (`Alto Oboe 2 Viloin 2` → `[PART_ALTO]`, `Violin 1` → `[PART_VIOLIN]`: see PART_NAMES), else the
+  General MIDI program family of the part (`[PART_STRINGS]`, `[PART_DRUMS]` for channel 9), else
+  `[PART_<n>]` (its 1-based index).
 
 Optional transposition writes each example in all 12 keys (−5 … +6 semitones). A note that would
 leave 0–127 moves by an octave (never wraps); drums (source channel 9) are never transposed.
@@ -28,7 +30,9 @@ import fnmatch
 import json
 import os
 import random
+import re
 import tomllib
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -142,12 +146,61 @@ def genre_for(path: Path, genre_map: Sequence[tuple[str, str]], default: str | N
 
 # --- one piece → examples -----------------------------------------------------------------------
 
+# Part names as musicians write them (track names: "Soprano", "Violin 1", "Alto Oboe 2 Viloin 2",
+# "Bassus") → one canonical word each, so a corpus gives a small, clean [PART_…] vocabulary.
+PART_NAMES: dict[str, str] = {
+    **{w: "SOPRANO" for w in ("SOPRANO", "SOPRAN", "CANTUS", "SUPERIUS", "DISCANTUS", "TREBLE")},
+    **{w: "ALTO" for w in ("ALTO", "ALT", "ALTUS", "CONTRALTO", "CONTRATENOR", "MEZZO")},
+    **{w: "TENOR" for w in ("TENOR", "TENORE")},
+    **{w: "BARITONE" for w in ("BARITONE", "BARITON")},
+    **{w: "BASS" for w in ("BASS", "BASSO", "BASSUS", "BASSE")},
+    **{w: "VIOLIN" for w in ("VIOLIN", "VIOLINS", "VIOLINO", "VIOLINI", "VIOLINE", "VLN", "VL")},
+    **{w: "VIOLA" for w in ("VIOLA", "VIOLAS", "VIOLE", "VLA")},
+    **{w: "CELLO" for w in ("CELLO", "CELLOS", "VIOLONCELLO", "VIOLONCELLI", "VC")},
+    **{w: "CONTRABASS" for w in ("CONTRABASS", "CONTRABASSO", "KONTRABASS", "VIOLONE")},
+    **{w: "FLUTE" for w in ("FLUTE", "FLUTES", "FLAUTO", "FLAUTI", "FLOETE", "PICCOLO")},
+    **{w: "RECORDER" for w in ("RECORDER", "RECORDERS", "BLOCKFLOETE")},
+    **{w: "OBOE" for w in ("OBOE", "OBOES", "OBOI", "HAUTBOIS")},
+    **{w: "CLARINET" for w in ("CLARINET", "CLARINETS", "CLARINETTO", "KLARINETTE")},
+    **{w: "BASSOON" for w in ("BASSOON", "BASSOONS", "FAGOTTO", "FAGOTT", "FAGOTTI")},
+    **{w: "SAXOPHONE" for w in ("SAXOPHONE", "SAX")},
+    **{w: "HORN" for w in ("HORN", "HORNS", "CORNO", "CORNI")},
+    **{w: "TRUMPET" for w in ("TRUMPET", "TRUMPETS", "TROMBA", "TROMBE", "CLARINO")},
+    **{w: "CORNET" for w in ("CORNET", "CORNETT", "CORNETTO")},
+    **{w: "TROMBONE" for w in ("TROMBONE", "TROMBONES", "POSAUNE")},
+    **{w: "TUBA" for w in ("TUBA",)},
+    **{w: "PIANO" for w in ("PIANO", "PIANOFORTE", "KLAVIER")},
+    **{w: "ORGAN" for w in ("ORGAN", "ORGANO", "ORGEL")},
+    **{w: "HARPSICHORD" for w in ("HARPSICHORD", "CEMBALO")},
+    **{w: "CONTINUO" for w in ("CONTINUO",)},
+    **{w: "HARP" for w in ("HARP", "ARPA")},
+    **{w: "GUITAR" for w in ("GUITAR", "GUITARS", "GUITARRA")},
+    **{w: "LUTE" for w in ("LUTE", "LIUTO", "THEORBO")},
+    **{w: "TIMPANI" for w in ("TIMPANI", "TIMPANO", "PAUKEN")},
+    **{w: "DRUMS" for w in ("DRUMS", "DRUM", "PERCUSSION", "KIT")},
+    **{w: "VOICE" for w in ("VOICE", "VOCAL", "VOCALS", "VOX", "VOCE", "SINGER")},
+}
+
+
+def canonical_part(name: str) -> str | None:
+    """The canonical part word of a track name: its first word that names a voice or an
+    instrument ("Alto Oboe 2 Viloin 2" → ALTO, "Double Bass" → CONTRABASS), or None."""
+    words = re.findall(r"[A-Z]+", name.upper())
+    for i, word in enumerate(words):
+        if word == "DOUBLE" and words[i + 1:i + 2] == ["BASS"]:
+            return "CONTRABASS"
+        if word in PART_NAMES:
+            return PART_NAMES[word]
+    return None
+
+
 def part_token(piece: ev.Piece, source: tuple[int, int], index: int,
                use_name: bool = True) -> str:
-    """[PART_…] of a source: its track name, else its GM family, else its index."""
-    name = piece.part_names.get(source, "").strip()
-    if use_name and name and ev.meta_token("PART", name) != "[PART_NONE]":
-        return ev.meta_token("PART", name)
+    """[PART_…] of a source: its track name's canonical part word, else its GM family, else its
+    index."""
+    part = canonical_part(piece.part_names.get(source, "")) if use_name else None
+    if part:
+        return f"[PART_{part}]"
     if source[1] == DRUM_CHANNEL:
         return "[PART_DRUMS]"
     if source in piece.programs:
@@ -178,27 +231,67 @@ def transpose_pitch(pitch: int, shift: int) -> int:
     return p
 
 
+# Live, the band always plays first: the copilot hears the band's first instant before it can
+# play anything, so its part never sounds in the piece's first instant, and it may come in later
+# still. Examples are written the same way (docs/QUALITY.md, "Entering after the band"): the
+# target's notes that start before its entry are left out. The entry is the band's first onset
+# plus a number of beats drawn per example (piece, part, key) from a seeded hash: each beat the
+# part comes in with probability ENTRY_HAZARD (0 beats: half the examples, 1: a quarter, …), so
+# however long the model has been silent, its chance to come in at the next beat is the same.
+ENTRY_HAZARD = 0.5
+MAX_ENTRY_BEATS = 16
+
+
+def entry_beats(piece: str, part: int, shift: int) -> int:
+    """The entry delay (beats after the band's first onset) of one example."""
+    u = (zlib.crc32(f"{piece}|{part}|{shift}".encode()) + 0.5) / 2**32
+    beats = 0
+    while u < (1 - ENTRY_HAZARD) ** (beats + 1) and beats < MAX_ENTRY_BEATS:
+        beats += 1
+    return beats
+
+
 def piece_examples(piece: ev.Piece, params: ev.LanguageParams, genre: str | None,
                    transpositions: Sequence[int] = (0,)) -> list[Example]:
-    """Every (target part, transposition) example of a piece."""
-    parts = sorted({n.source for n in piece.notes})
+    """Every (target part, transposition) example of a piece, the target entering after the
+    band (see ENTRY_BEATS)."""
+    return [target_example(piece, params, genre, target, shift,
+                           entry_beats=entry_beats(piece.path, index, shift))
+            for index, target in enumerate(piece_parts(piece)) for shift in transpositions]
+
+
+def piece_parts(piece: ev.Piece) -> list[tuple[int, int]]:
+    """The piece's parts: its (track, channel) sources with notes, in order."""
+    return sorted({n.source for n in piece.notes})
+
+
+def target_example(piece: ev.Piece, params: ev.LanguageParams, genre: str | None,
+                   target: tuple[int, int], shift: int = 0,
+                   part_word: str | None = None, entry_beats: int | None = None) -> Example:
+    """One example: `target` on channel 0, the other parts on 1–15, transposed by `shift`.
+    `part_word` replaces the [PART_…] word the target's name gives. With `entry_beats`, the
+    target's notes that start before the band's first onset plus that many beats are left out
+    (0: only those in the band's first instant); None keeps every note."""
+    parts = piece_parts(piece)
+    index = parts.index(target)
+    mapping = channel_map(parts, target)
     genre_words = [ev.meta_token("GENRE", genre)] if genre else []
-    examples: list[Example] = []
-    for index, target in enumerate(parts):
-        mapping = channel_map(parts, target)
-        header = [*genre_words, part_token(piece, target, index)]
-        for shift in transpositions:
-            notes = [
-                ev.Note(mapping[n.source],
-                        n.pitch if n.source[1] == DRUM_CHANNEL else transpose_pitch(n.pitch, shift),
-                        n.start, n.end, n.velocity, n.source, n.order)
-                for n in piece.notes
-            ]
-            notes = ev.normalize_notes(notes)
-            text = ev.events_to_text(ev.notes_to_events(notes, params), params, header)
-            examples.append(Example(text, piece.path, header[-1], shift, len(notes),
-                                    part_token(piece, target, index, use_name=False)))
-    return examples
+    header = [*genre_words, part_word or part_token(piece, target, index)]
+    entry = -1
+    if entry_beats is not None:
+        band = [n.start for n in piece.notes if n.source != target]
+        if band:
+            entry = min(band) + entry_beats * params.ticks_per_quarter
+    notes = [
+        ev.Note(mapping[n.source],
+                n.pitch if n.source[1] == DRUM_CHANNEL else transpose_pitch(n.pitch, shift),
+                n.start, n.end, n.velocity, n.source, n.order)
+        for n in piece.notes if n.source != target or n.start > entry
+    ]
+    notes = ev.normalize_notes(notes)
+    text = ev.events_to_text(ev.notes_to_events(notes, params), params, header)
+    return Example(text, piece.path, header[-1], shift, len(notes),
+                   part_token(piece, target, index, use_name=False))
 
 
 def header_words(text: str) -> list[str]:

@@ -2,9 +2,11 @@
 
     1. style corpus   music21's Bach works (mostly four-part chorales), [GENRE_CHORALE], each part
                       in turn on channel 0, all 12 keys
-    2. align corpus   every MIDI file music21 gives (its own .mid files and its exported corpus),
-                      minus the style corpus's validation pieces (so the style phase's validation
-                      loss is measured on pieces the model never saw)
+    2. align corpus   music21's own .mid files and a mix of its corpus (ALIGN_COMPOSERS: Bach,
+                      Renaissance polyphony, madrigals, trecento, folk songs, …), minus the style
+                      corpus's validation pieces (so the style phase's validation loss is measured
+                      on pieces the model never saw) and minus the classical string quartets of
+                      UNSEEN_STYLE, kept for evaluating the model on a style it never trained on
     3. tokenizer      BPE on both corpora
     4. align phase    tiny OLMo2 + LoRA, train/configs/tiny.toml
     5. style phase    from the align checkpoint
@@ -26,11 +28,20 @@ from midicopilot.train import export as export_mod
 from midicopilot.train import tokenizer as tok_mod
 from midicopilot.train import trainer
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 GENRE = "chorale"
 VOCAB_SIZE = 2048
 TOKENIZER_MAX_EXAMPLES = 3000
-CONFIG = "tiny"
+CONFIG = "demo"
+# The align phase's music (music21 composer folders and how many works of each).
+ALIGN_COMPOSERS: dict[str, int] = {
+    "bach": 440, "palestrina": 150, "monteverdi": 60, "trecento": 60, "josquin": 10,
+    "airdsAirs": 6, "essenFolksong": 12, "joplin": 1, "schoenberg": 2, "corelli": 1,
+    "handel": 1, "weber": 1, "verdi": 1, "schubert": 1, "chopin": 1, "cpebach": 1, "beach": 1,
+    "luca": 1, "ciconia": 1, "lusitano": 1, "liliuokalani": 1,
+}
+# Never trained on, in either phase: the "another style" of docs/QUALITY.md.
+UNSEEN_STYLE: dict[str, int] = {"mozart": 16, "haydn": 9}
 
 
 def _print(message: str) -> None:
@@ -60,22 +71,26 @@ def build_demo_bundle(out: Path | str, work: Path | str | None = None, progress:
             timings[name] = round(time.time() - started, 1)
         return done
 
-    from midicopilot.train.music21_midi import all_midi_files, bach_chorales
+    from midicopilot.train.music21_midi import bach_chorales, export_corpus, package_midi_files
 
     style_dir, align_dir = work / "corpus-style", work / "corpus-align"
     if not (style_dir / "corpus.json").exists():
         done = stage("style corpus")
         log("style corpus: music21's Bach works, all 12 keys")
-        chorales = bach_chorales(progress=progress)
-        corpus_mod.build_corpus(chorales[:max_chorales or None], style_dir, genre=GENRE,
+        chorales = bach_chorales(limit=max_chorales or 440, progress=progress)
+        corpus_mod.build_corpus(chorales, style_dir, genre=GENRE,
                                 transpose=True, val_fraction=0.1, seed=0, progress=progress,
                                 on_skip=lambda p, r: log(f"skipped {p}: {r}"))
         done()
     style_val = set(corpus_mod.load_manifest(style_dir)["split"]["val"])
     if not (align_dir / "corpus.json").exists():
         done = stage("align corpus")
-        log("align corpus: every music21 MIDI file but the chorales held out for validation")
-        files = [f for f in all_midi_files(progress=progress) if str(f) not in style_val]
+        log("align corpus: music21's mix but the chorales held out for validation and the "
+            "quartets kept unseen")
+        mix = {c: min(n, max_align_files) if max_align_files else n
+               for c, n in ALIGN_COMPOSERS.items()}
+        files = [f for f in package_midi_files() + export_corpus(composers=mix, progress=progress)
+                 if str(f) not in style_val and not _unseen(f)]
         files = files[:max_align_files or None]
         corpus_mod.build_corpus(files, align_dir, val_fraction=0.05, seed=0, min_part_count=3,
                                 progress=progress, on_skip=lambda p, r: log(f"skipped {p}: {r}"))
@@ -117,9 +132,32 @@ def build_demo_bundle(out: Path | str, work: Path | str | None = None, progress:
     meta_path = bundle / "midicopilot.json"
     meta = json.loads(meta_path.read_text())
     meta["demo"] = {"version": DEMO_VERSION, "stage_seconds": timings}
+    # The recommendations of the recipe as it is now (measured: docs/QUALITY.md), even for runs
+    # trained before they changed.
+    defaults = config_mod.resolve(CONFIG, "style", sets).export.defaults
+    if defaults:
+        meta["defaults"] = defaults
+    meta["unseen_style_pieces"] = unseen_style_pieces(progress, limit=1 if max_chorales else 0)
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     log(f"demo bundle written to {bundle}")
     return bundle
+
+
+def _unseen(path: Path) -> bool:
+    """Whether a MIDI file is one of UNSEEN_STYLE's works (music21 exports, or music21's own
+    .mid files of those composers, such as its Mozart test files)."""
+    name = path.name.lower()
+    return any(c.lower() in name for c in (*UNSEEN_STYLE, "beethoven", "k525"))
+
+
+def unseen_style_pieces(progress: bool = False, limit: int = 0) -> list[str]:
+    """music21 names of the UNSEEN_STYLE works that export (multi-part, never trained on);
+    `limit` > 0: at most that many works per composer."""
+    from midicopilot.train.music21_midi import export_corpus, music21_name
+
+    composers = {c: min(n, limit) if limit else n for c, n in UNSEEN_STYLE.items()}
+    files = export_corpus(composers=composers, progress=progress)
+    return [n for n in (music21_name(f) for f in files) if n]
 
 
 def _finished_run(run: Path, cfg: config_mod.RunConfig) -> bool:

@@ -69,6 +69,9 @@ def bundle_metadata(ckpt: Path, tokenizer, cfg: RunConfig) -> dict[str, Any]:
     tokenizer_info = {}
     if (tokenizer_info_path / "tokenizer-info.json").exists():
         tokenizer_info = json.loads((tokenizer_info_path / "tokenizer-info.json").read_text())
+    pad_id = tokenizer.token_to_id(tok_mod.PAD_TOKEN)
+    unigram = trainer.unigram_counts(trainer.load_windows(run, "train"),
+                                     tokenizer.get_vocab_size(), pad_id)
     return {
         "format": BUNDLE_FORMAT,
         "bundle_version": BUNDLE_VERSION,
@@ -81,6 +84,9 @@ def bundle_metadata(ckpt: Path, tokenizer, cfg: RunConfig) -> dict[str, Any]:
         "eos_token": tok_mod.EOS_TOKEN,
         "vocab_size": tokenizer.get_vocab_size(),
         "context_length": cfg.data.context_length,
+        "validation_pieces": validation_pieces(Path(info["corpus"])),
+        # how often each token is a target in the training windows: eval's unigram baseline
+        "unigram": [int(c) for c in unigram],
         "base_model": cfg.model.base,
         "training": {
             "phases": chain,
@@ -92,6 +98,19 @@ def bundle_metadata(ckpt: Path, tokenizer, cfg: RunConfig) -> dict[str, Any]:
             "tokenizer": tokenizer_info,
         },
     }
+
+
+def validation_pieces(corpus: Path) -> list[str]:
+    """The corpus's validation pieces, as music21 names (`bach/bwv108.6`) where they are music21
+    exports, else file names; empty when the corpus folder is gone."""
+    from midicopilot.train import corpus as corpus_mod
+    from midicopilot.train.music21_midi import music21_name
+
+    try:
+        val = corpus_mod.load_manifest(corpus)["split"]["val"]
+    except corpus_mod.CorpusError:
+        return []
+    return [music21_name(p) or Path(p).name for p in val]
 
 
 def export_bundle(checkpoint: Path | str, out: Path | str, force: bool = False,
@@ -127,6 +146,8 @@ def export_bundle(checkpoint: Path | str, out: Path | str, force: bool = False,
         tokenizer.save(str(tmp / tok_mod.TOKENIZER_FILE))
         meta = bundle_metadata(ckpt, tokenizer, cfg)
         meta["dtype"] = dtype
+        if cfg.export.defaults:
+            meta["defaults"] = cfg.export.defaults
         (tmp / "midicopilot.json").write_text(json.dumps(meta, indent=1) + "\n")
         if out.exists():
             shutil.rmtree(out)

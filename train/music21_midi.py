@@ -42,7 +42,15 @@ DEFAULT_COMPOSERS: dict[str, int] = {
     "lusitano": 1,
     "liliuokalani": 1,
 }
+# Every composer folder of music21's corpus (what a music21 name such as `bach/bwv108.6` starts
+# with).
+KNOWN_COMPOSERS = frozenset({
+    *DEFAULT_COMPOSERS, "schumann", "ryansMammoth", "oneills1850", "demos", "leadSheet",
+    "miscFolk", "theoryExercises", "nottingham", "schumann_clara", "schumann_robert",
+    "bach_cpe",
+})
 MAX_SCORES_PER_OPUS = 3
+ANALYSIS_SUFFIXES = (".rntxt",)
 # A few corpus works (Beethoven's quartets) take minutes to parse; past this they are skipped, so
 # a cold cache builds in minutes on two cores. The differential tests count what they got.
 EXPORT_SECONDS_PER_WORK = 45
@@ -61,12 +69,25 @@ def package_midi_files() -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in (".mid", ".midi"))
 
 
+def _work_name(composer: str, source: str | Path) -> str:
+    """music21's corpus name of a work: `bach/bwv108.6`, `mozart/k155/movement1`."""
+    parts = Path(source).with_suffix("").parts
+    below = parts[len(parts) - parts[::-1].index(composer):] if composer in parts else parts[-1:]
+    return "/".join((composer, *below))
+
+
+def _file_stem(name: str) -> str:
+    """The exported file's stem for a work name: `mozart/k155/movement1` → `mozart-k155-movement1`
+    (works of one composer in different folders share file names like `movement1`)."""
+    return name.replace("/", "-").replace(" ", "_")
+
+
 def _export_one(job: tuple[str, str, str]) -> list[str]:
     """Parse one corpus work and write it (or the first scores of an opus) as MIDI."""
     composer, source, dest_dir = job
     from music21 import corpus, stream
 
-    stem = f"{composer}-{Path(source).stem}".replace(" ", "_")
+    stem = _file_stem(_work_name(composer, source))
     done_mark = Path(dest_dir) / f".{stem}.done"
     if done_mark.exists():
         return json.loads(done_mark.read_text())
@@ -110,7 +131,10 @@ def export_corpus(
     dest.mkdir(parents=True, exist_ok=True)
     jobs: list[tuple[str, str, str]] = []
     for composer, limit in (composers or DEFAULT_COMPOSERS).items():
-        for source in sorted(str(p) for p in corpus.getComposer(composer))[:limit]:
+        # Roman-numeral analyses (.rntxt) are chord labels, not scores.
+        scores = sorted(str(p) for p in corpus.getComposer(composer)
+                        if Path(p).suffix not in ANALYSIS_SUFFIXES)
+        for source in scores[:limit]:
             jobs.append((composer, source, str(dest)))
     names: list[str] = []
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -134,6 +158,63 @@ def bach_chorales(dest: Path | None = None, limit: int = 440,
                   progress: bool = False) -> list[Path]:
     """The Bach works of music21's corpus as MIDI (mostly four-part chorales): the demo corpus."""
     return export_corpus(dest, {"bach": limit}, progress=progress)
+
+
+def _composer_works(composer: str) -> dict[str, str]:
+    """music21 name → source path of every work of a composer in music21's corpus."""
+    from music21 import corpus
+
+    return {_work_name(composer, p): str(p) for p in corpus.getComposer(composer)}
+
+
+def music21_name(path: Path | str) -> str | None:
+    """`<cache>/bach-bwv108.6.mid` → `bach/bwv108.6`: the music21 corpus name of a file this
+    module exported (an opus's scores keep their `-0`, `-1` suffix), else None."""
+    path = Path(path)
+    composer, _, rest = path.stem.partition("-")
+    if path.suffix != ".mid" or not rest or composer not in KNOWN_COMPOSERS:
+        return None
+    try:
+        works = _composer_works(composer)
+    except ModuleNotFoundError:
+        return None
+    for name in works:
+        stem = _file_stem(name)
+        if path.stem == stem:
+            return name
+        if path.stem.startswith(stem + "-") and path.stem[len(stem) + 1:].isdigit():
+            return f"{name}-{path.stem[len(stem) + 1:]}"
+    return None
+
+
+def is_music21_name(name: str) -> bool:
+    """Whether `name` looks like a music21 corpus name (`bach/bwv108.6`), not a file path."""
+    composer, _, work = name.partition("/")
+    return composer in KNOWN_COMPOSERS and bool(work) and not Path(name).exists()
+
+
+def export_by_name(name: str, dest: Path | None = None) -> Path:
+    """The MIDI file of one music21 corpus work (`bach/bwv108.6`, `mozart/k155/movement1`),
+    exported once and cached. An opus's scores are `name-0`, `name-1`, … Raises LookupError when
+    music21 has no such work or cannot export it."""
+    composer = name.partition("/")[0]
+    dest = Path(dest) if dest else default_cache_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    works = _composer_works(composer)
+    work, index = name, None
+    if work not in works and "-" in name:
+        base, _, number = name.rpartition("-")
+        if number.isdigit():
+            work, index = base, int(number)
+    if work not in works:
+        raise LookupError(f"{name}: music21's corpus has no such work")
+    written = _export_one((composer, works[work], str(dest)))
+    wanted = [w for w in written if w == f"{_file_stem(name)}.mid"]
+    if not wanted and index is None and len(written) == 1:
+        wanted = written
+    if not wanted:
+        raise LookupError(f"{name}: music21 could not export it to MIDI")
+    return dest / wanted[0]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

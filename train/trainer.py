@@ -154,20 +154,28 @@ def targets_of(ids, header, pad_id: int):
     return labels
 
 
+def _targets(w: Windows, pad_id: int) -> np.ndarray:
+    """Every predicted token of the windows (header and [PAD] positions left out)."""
+    import torch
+
+    labels = targets_of(torch.from_numpy(w.ids.astype(np.int64)),
+                        torch.from_numpy(w.header.astype(np.int64)), pad_id)[:, 1:]
+    flat = labels.flatten()
+    return flat[flat != IGNORE].numpy()
+
+
+def unigram_counts(train: Windows, vocab_size: int, pad_id: int) -> np.ndarray:
+    """How often each token is a target in the train windows (a bundle keeps them, so that
+    `midicopilot eval` can give the unigram baseline on any piece)."""
+    return np.bincount(_targets(train, pad_id), minlength=vocab_size)
+
+
 def unigram_loss(train: Windows, val: Windows, vocab_size: int, pad_id: int) -> float:
     """Cross-entropy (nats/token) of the train split's add-one unigram distribution on val
     targets: the baseline a model must beat."""
-    import torch
-
-    def targets(w: Windows) -> np.ndarray:
-        labels = targets_of(torch.from_numpy(w.ids.astype(np.int64)),
-                            torch.from_numpy(w.header.astype(np.int64)), pad_id)[:, 1:]
-        flat = labels.flatten()
-        return flat[flat != IGNORE].numpy()
-
-    counts = np.bincount(targets(train), minlength=vocab_size).astype(np.float64) + 1.0
+    counts = unigram_counts(train, vocab_size, pad_id).astype(np.float64) + 1.0
     logp = np.log(counts / counts.sum())
-    t = targets(val)
+    t = _targets(val, pad_id)
     return float(-logp[t].mean()) if len(t) else float("nan")
 
 
@@ -357,7 +365,7 @@ def train(cfg: RunConfig, out: Path | str, corpus: Path | str | None = None,
     vocab = tokenizer_obj.get_vocab_size()
     pad_id = tokenizer_obj.token_to_id(tok_mod.PAD_TOKEN)
     eos_id = tokenizer_obj.token_to_id(tok_mod.EOS_TOKEN)
-    train_w, val_w = _load_windows(run, "train"), _load_windows(run, "val")
+    train_w, val_w = load_windows(run, "train"), load_windows(run, "val")
     if len(train_w) == 0:
         raise TrainError(f"{info['corpus']}: no training windows (is the corpus empty?)")
 
@@ -516,7 +524,9 @@ def _mean_over_ranks(value: float, dist: Dist, device) -> float:
 
 def _check_same_config(info: dict[str, Any], cfg: RunConfig, run: Path) -> None:
     old = info.get("config", {})
-    diffs = [d for d in differences(old, cfg.to_dict()) if d not in RESUMABLE_KEYS]
+    # What export does (its dtype, the recommended defaults) does not touch training.
+    diffs = [d for d in differences(old, cfg.to_dict())
+             if d not in RESUMABLE_KEYS and not d.startswith("export.")]
     if diffs:
         key = diffs[0]
         old_v, new_v = _get(old, key), _get(cfg.to_dict(), key)
@@ -620,7 +630,7 @@ def phase_record(run: Path, info: dict[str, Any], state: dict[str, Any]) -> dict
     return record
 
 
-def _load_windows(run: Path, split: str) -> Windows:
+def load_windows(run: Path, split: str) -> Windows:
     try:
         return Windows(np.load(run / "data" / f"{split}-ids.npy", mmap_mode="r"),
                        np.load(run / "data" / f"{split}-header.npy"))
