@@ -5,12 +5,15 @@ PYTHON ?= python3
 export CARGO_TARGET_DIR ?= $(CURDIR)/engine/target
 export MIDICOPILOT_ENGINE ?= $(CARGO_TARGET_DIR)/release/midicopilot-engine
 
-.PHONY: setup demo test test-python test-rust lint
+.PHONY: setup setup-play demo test test-python test-rust lint
 
 setup:
-	@scripts/setup.sh
+	@scripts/setup.sh dev
 
-demo: setup
+setup-play:
+	@scripts/setup.sh play
+
+demo: setup-play
 	$(PYTHON) -m midicopilot.host.demo
 
 test: setup lint test-rust test-python

@@ -41,6 +41,27 @@ def _errors() -> Iterator[None]:
         raise CommandError(f"{where}{err.strerror or err}") from None
 
 
+TRAIN_EXTRA = ("torch", "transformers", "peft", "safetensors")
+
+
+def need_train_extra(command: str) -> None:
+    """Training needs torch and friends, which a player's install (`pip install .`) leaves out:
+    say which extra to install, in one line, before anything imports them."""
+    import importlib.util
+
+    def absent(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except ImportError:
+            return True
+
+    missing = [m for m in TRAIN_EXTRA if absent(m)]
+    if missing:
+        raise CommandError(f"`midicopilot {command}` needs the training extra ({', '.join(missing)}"
+                           " not installed): pip install 'midicopilot[train]' (from a clone: "
+                           "pip install -e '.[train]')")
+
+
 # --- corpus ---------------------------------------------------------------------------------------
 
 @click.group()
@@ -195,6 +216,7 @@ def train_command(phase: str, config_file: str, corpus_dir: Path | None,
                   quantize: str | None, quiet: bool) -> None:
     """Train one phase (align, then style) from a config file. Runs under torchrun as well:
     torchrun --nproc_per_node N -m midicopilot.host.cli train …"""
+    need_train_extra("train")
     _cpu_friendly_threads()
     from midicopilot.train import config as config_mod
     from midicopilot.train import trainer
@@ -247,6 +269,7 @@ def _toml(value: object) -> str:
 def export_command(checkpoint: Path, out: Path, force: bool, dtype: str | None) -> None:
     """Merge a checkpoint's LoRA adapters and write a model bundle (CHECKPOINT: a run folder or
     one of its checkpoints)."""
+    need_train_extra("export")
     from midicopilot.train import export as export_mod
 
     with _errors():
@@ -261,15 +284,20 @@ def export_command(checkpoint: Path, out: Path, force: bool, dtype: str | None) 
               type=click.Path(file_okay=False, path_type=Path), help="The bundle folder.")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               help="Working folder for corpora, tokenizer and runs (default: OUT.work).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of the demo's config (train/configs/demo.toml), e.g. "
+                   "--set style.train.max_steps=500 (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo_bundle(out: Path, work: Path | None, quiet: bool) -> None:
-    """Train the demo bundle from music21's files: align on the generic mix, style on Bach
-    chorales ([GENRE_CHORALE]). Reuses a finished bundle and every finished step."""
+def demo_bundle(out: Path, work: Path | None, sets: tuple[str, ...], quiet: bool) -> None:
+    """Train the demo bundle from music21's files with the recorded recipe (train/demo.py,
+    train/configs/demo.toml): align on a generic mix, style on Bach chorales
+    ([GENRE_CHORALE]). Reuses a finished bundle and every finished step."""
+    need_train_extra("demo-bundle")
     _cpu_friendly_threads()
     from midicopilot.train import demo
 
     with _errors():
-        bundle = demo.build_demo_bundle(out, work, progress=not quiet, log=_echo_err)
+        bundle = demo.build_demo_bundle(out, work, progress=not quiet, log=_echo_err, sets=sets)
     click.echo(f"demo bundle: {bundle}")
 
 

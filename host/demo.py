@@ -1,7 +1,8 @@
 """The README's main job (`make demo`): the copilot playing live on JACK.
 
-1. builds the demo bundle, or reuses it (train/demo.py: a tiny OLMo2 trained on music21's Bach
-   chorales, into ~/.cache/midicopilot/demo-bundle, where presets/demo.toml looks);
+1. uses the demo bundle that ships in bundles/demo (a small OLMo2 trained on music21's Bach
+   chorales by train/demo.py; docs/QUALITY.md has its figures), where presets/demo.toml looks;
+   should it be missing, it is rebuilt (that needs the training extra and about two hours);
 2. uses the running JACK server, or starts a dummy one (`jackd --no-realtime -d dummy`, its own
    name) and stops it at the end;
 3. starts `midicopilot play presets/demo.toml` (the engine on JACK, patched and supervised);
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -91,10 +93,17 @@ class DummyJack:
 def ensure_bundle(bundle: Path | None) -> Path:
     if bundle is not None:
         return bundle
+    target = load_preset(PRESET).bundle
+    if (target / "midicopilot.json").exists():
+        return target
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise DemoError(f"the demo bundle {target} is missing, and rebuilding it needs the "
+                        "training extra (pip install -e '.[train]'; or restore it with git)")
     from midicopilot.train.demo import build_demo_bundle
 
-    target = load_preset(PRESET).bundle
-    say(f"demo bundle: {target} (built on first run; reused after)")
+    say(f"demo bundle: {target} is missing: rebuilding it (about two hours on 2 cores)")
     return build_demo_bundle(target, log=lambda m: say(f"  {m}"))
 
 
@@ -109,8 +118,8 @@ def run(seconds: float, out: Path, bundle: Path | None, server: str | None) -> i
     preset_path = PRESET
     if bundle != preset.bundle:  # a bundle given on the command line: a copy of the preset
         preset_path = out / "demo-preset.toml"
-        text = PRESET.read_text().replace('bundle = "~/.cache/midicopilot/demo-bundle"',
-                                          f'bundle = "{bundle}"')
+        text = re.sub(r'(?m)^bundle = .*$', f'bundle = "{bundle.resolve()}"',
+                      PRESET.read_text())
         preset_path.write_text(text)
         preset = load_preset(preset_path)
     bpm = preset.tempo.bpm

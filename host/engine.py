@@ -60,23 +60,29 @@ def _num(x: float) -> str:
 def engine_args(preset: Preset, *, live: bool = False) -> list[str]:
     """The engine flags a preset sets, shared by `render` and the live `play` command.
 
-    Always: --bundle --bpm --temperature --top-p --context --lookahead-ticks --max-note-ticks
-    --max-polyphony, plus --seed / --genre / --part when the preset sets them (names as in the
-    preset: `--genre CHORALE` means the token [GENRE_CHORALE]). `live=True` adds the flags only a
+    Always: --bundle --bpm --context --lookahead-ticks --max-note-ticks, plus --temperature /
+    --top-p / --max-polyphony / --seed / --weights / --genre / --part when the preset sets them
+    (names as in the preset: `--genre CHORALE` means the token [GENRE_CHORALE]; what it leaves
+    out, the engine takes from the bundle's recommendations). `live=True` adds the flags only a
     live backend uses: --backend, --tempo-source, --release-horizon-ms and one `--input NAME=CH`
     per preset input (CH = `pass` or 1–15).
     """
     s, c = preset.sampling, preset.context
     args = ["--bundle", str(preset.bundle),
             "--bpm", _num(preset.tempo.bpm),
-            "--temperature", _num(s.temperature),
-            "--top-p", _num(s.top_p),
             "--context", str(c.size),
             "--lookahead-ticks", str(c.lookahead_ticks),
-            "--max-note-ticks", str(c.max_note_ticks),
-            "--max-polyphony", str(c.max_polyphony)]
+            "--max-note-ticks", str(c.max_note_ticks)]
+    if s.temperature is not None:
+        args += ["--temperature", _num(s.temperature)]
+    if s.top_p is not None:
+        args += ["--top-p", _num(s.top_p)]
+    if c.max_polyphony is not None:
+        args += ["--max-polyphony", str(c.max_polyphony)]
     if s.seed is not None:
         args += ["--seed", str(s.seed)]
+    if preset.weights is not None:
+        args += ["--weights", preset.weights]
     if preset.style.genre:
         args += ["--genre", preset.style.genre]
     if preset.style.part:

@@ -23,6 +23,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 BACKENDS = ("jack", "alsa")
+WEIGHTS = ("f32", "f16", "q8")  # how the engine holds the model's weights (docs/ENGINE.md)
 TEMPO_SOURCES = ("preset", "transport", "midi_clock")
 NAME_RE = re.compile(r"^[A-Z0-9_]+$")  # metadata token names (docs/FORMAT.md)
 INPUT_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # the JACK port `midicopilot:in_<name>`
@@ -57,8 +58,9 @@ class Tempo:
 
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float = 0.9
-    top_p: float = 0.95
+    # None: the bundle's recommendation (midicopilot.json "defaults"), else the engine's default.
+    temperature: float | None = None
+    top_p: float | None = None
     seed: int | None = None
 
 
@@ -68,7 +70,7 @@ class Context:
     lookahead_ticks: int = 24
     release_horizon_ms: float = 40.0
     max_note_ticks: int = 192
-    max_polyphony: int = 4
+    max_polyphony: int | None = None  # None: the bundle's for the part, else the engine's
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class Preset:
     path: Path
     bundle: Path
     backend: str = "jack"
+    weights: str | None = None   # None: the bundle's recommendation, else f32
     style: Style = field(default_factory=Style)
     tempo: Tempo = field(default_factory=Tempo)
     sampling: Sampling = field(default_factory=Sampling)
@@ -215,7 +218,8 @@ _TABLES: dict[str, dict[str, Callable[[Any], Any]]] = {
 _INPUT_KEYS: dict[str, Callable[[Any], Any]] = {
     "name": _input_name, "channel": _channel, "connect": _regex_list}
 _TOP_KEYS: dict[str, Callable[[Any], Any]] = {
-    "name": _string, "bundle": _string, "backend": _choice(*BACKENDS)}
+    "name": _string, "bundle": _string, "backend": _choice(*BACKENDS),
+    "weights": _choice(*WEIGHTS)}
 _REQUIRED_TOP = ("bundle",)
 
 
@@ -301,6 +305,7 @@ def parse_preset(data: Mapping[str, Any], path: Path, display: str | None = None
         path=path,
         bundle=bundle,
         backend=top.get("backend", "jack"),
+        weights=top.get("weights"),
         style=Style(**tables.get("style", {})),
         tempo=Tempo(**tables.get("tempo", {})),
         sampling=Sampling(**tables.get("sampling", {})),

@@ -339,7 +339,7 @@ def switch_command(name: str, preset: Preset) -> dict[str, Any]:
             "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed,
             "context": c.size, "lookahead_ticks": c.lookahead_ticks,
             "release_horizon_ms": c.release_horizon_ms, "max_note_ticks": c.max_note_ticks,
-            "max_polyphony": c.max_polyphony}
+            "max_polyphony": c.max_polyphony, "weights": preset.weights}
 
 
 def alsa_args(preset: Preset, inputs: Sequence[Input]) -> list[str]:

@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything midicopilot needs on a fresh Debian machine; idempotent (a second run only
 # checks). Called by `make demo` and `make test`; safe to run by hand.
+#
+#   scripts/setup.sh play   what a player needs (`make demo`): JACK, the host, the engine; no torch
+#   scripts/setup.sh dev    everything (`make test`): also the training extra and the test tools
 set -euo pipefail
+MODE=${1:-dev}
+case "$MODE" in
+  play) EXTRAS="" ;;
+  dev) EXTRAS="[train,test]" ;;
+  *) echo "usage: scripts/setup.sh [play|dev]" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 CACHE=${MIDICOPILOT_CACHE:-$HOME/.cache/midicopilot}
@@ -21,14 +30,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# 2. Python: this project, editable, with its test extras. Re-installed only when the packaging
-#    files change or the installed copy points at another clone.
+# 2. Python: this project, editable, with the mode's extras. Re-installed only when the
+#    packaging files change or the installed copy points at another clone. `dev` also satisfies
+#    `play`.
 PY=${PYTHON:-python3}
-stamp="$CACHE/pip-$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)"
+hash=$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
+stamp="$CACHE/pip-$MODE-$hash"
+[ "$MODE" = play ] && [ -f "$CACHE/pip-dev-$hash" ] && stamp="$CACHE/pip-dev-$hash"
 installed_from=$($PY -c 'import midicopilot.train as t, os; print(os.path.dirname(os.path.dirname(t.__file__)))' 2>/dev/null || true)
 if [ ! -f "$stamp" ] || [ "$installed_from" != "$ROOT" ]; then
-  say "pip: installing midicopilot (editable) and its dependencies"
-  $PY -m pip install -q --disable-pip-version-check -e "$ROOT[test]"
+  say "pip: installing midicopilot (editable)${EXTRAS:+ with $EXTRAS} and its dependencies"
+  $PY -m pip install -q --disable-pip-version-check -e "$ROOT$EXTRAS"
   touch "$stamp"
 fi
 

@@ -213,7 +213,8 @@ def test_shipped_presets_load_and_cover_the_chorale_parts() -> None:
     loaded = {p.stem: load_preset(p) for p in sorted(folder.glob("*.toml"))}
     assert {"demo", "chorale-alto", "chorale-tenor", "chorale-bass"} <= set(loaded)
     demo = loaded["demo"]
-    assert demo.bundle == Path.home() / ".cache/midicopilot/demo-bundle"
+    assert demo.bundle.resolve() == ROOT / "bundles" / "demo"
+    assert (demo.bundle / "midicopilot.json").exists()  # shipped
     assert (demo.style.genre, demo.style.part, demo.tempo.bpm) == ("CHORALE", "SOPRANO", 100.0)
     parts = {p.style.part for p in loaded.values() if p.style.genre == "CHORALE"}
     assert {"SOPRANO", "ALTO", "TENOR", "BASS"} <= parts
