@@ -69,6 +69,8 @@ def print_report(report, console) -> None:
 @click.option("--temperature", type=click.FloatRange(0), help="Override the bundle's.")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), help="Override the bundle's.")
 @click.option("--max-polyphony", type=click.IntRange(1, 128), help="Override the bundle's.")
+@click.option("--context", type=click.IntRange(32),
+              help="The engine's context limit in tokens (default: render's).")
 @click.option("--no-listen", is_flag=True,
               help="The model never leaves an instant to the band (for comparisons).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
@@ -81,7 +83,8 @@ def print_report(report, console) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(bundle: Path, pieces: tuple[str, ...], corpus: Path | None, target: str,
                  seeds: int, genre: str | None, part: str | None, temperature: float | None,
-                 top_p: float | None, max_polyphony: int | None, no_listen: bool,
+                 top_p: float | None, max_polyphony: int | None, context: int | None,
+                 no_listen: bool,
                  json_out: Path | None,
                  rolls: Path | None, workers: int, no_loss: bool, quiet: bool) -> None:
     """Evaluate BUNDLE on held-out music: for each piece (MIDI files or music21 names such as
@@ -92,7 +95,8 @@ def eval_command(bundle: Path, pieces: tuple[str, ...], corpus: Path | None, tar
     from midicopilot.host import evaluate as E
 
     console = Console()
-    sampling = E.Sampling(temperature, top_p, max_polyphony, listen=not no_listen)
+    sampling = E.Sampling(temperature, top_p, max_polyphony, listen=not no_listen,
+                          context=context)
     opts = E.Options(seeds=tuple(range(seeds)), target=target, genre=genre, part=part,
                      sampling=sampling, rolls=rolls, workers=workers, loss=not no_loss)
 

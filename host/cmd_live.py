@@ -163,7 +163,7 @@ def roll(midi_in: Path, output: Path, title: str | None) -> None:
     _draw(midi_in, output, title or midi_in.name)
 
 
-# -- `play` (live helper; logic in host/live.py; set lists: host/setlist.py) --------------------
+# -- `play` (the set: host/cmd_setlist.py, host/player.py) --------------------------------------
 @click.command()
 @click.argument("presets", nargs=-1, metavar="[PRESET]...")
 @click.option("--set-list", "set_list", metavar="FILE.toml",

@@ -1,5 +1,6 @@
 """Set-list commands: the body of `play PRESET... | --set-list FILE` (the click command is in
-cmd_live.py) and `switch NAME | --next | --prev | --status` (logic in host/setlist.py)."""
+cmd_live.py) and `switch NAME | --next | --prev | --status`. The set list is host/setlist.py,
+playing it host/player.py, the socket `switch` talks to host/playsocket.py."""
 from __future__ import annotations
 
 import sys
@@ -19,6 +20,8 @@ def play_set(presets: tuple[str, ...], set_list: Path | None, *, server: str | N
              socket_path: Path | None, keys: bool) -> None:
     """`midicopilot play`: one preset, several, or a set list; switched live."""
     from midicopilot.host import engine, setlist
+    from midicopilot.host.alsa import alsa_problem
+    from midicopilot.host.player import SetPlayer
 
     if set_list is not None and presets:
         raise click.UsageError("give presets or --set-list, not both")
@@ -33,14 +36,14 @@ def play_set(presets: tuple[str, ...], set_list: Path | None, *, server: str | N
         for line in problems[:-1]:
             click.echo(f"Error: {line}", err=True)
         raise SetProblem(problems[-1])
-    if s.songs[0].preset.backend == "alsa" and (why := setlist.alsa_problem()):
+    if s.songs[0].preset.backend == "alsa" and (why := alsa_problem()):
         raise click.ClickException(why)
     try:
         exe = engine.find_engine()
     except engine.EngineNotFound as e:
         raise click.ClickException(str(e)) from None
-    player = setlist.SetPlayer(s, server=server, report=report, run_seconds=seconds,
-                               patch=not no_patch, socket_path=socket_path, keys=keys, engine=exe)
+    player = SetPlayer(s, server=server, report=report, run_seconds=seconds,
+                       patch=not no_patch, socket_path=socket_path, keys=keys, engine=exe)
     try:
         code = player.run_set()
     except setlist.SetListError as e:
@@ -69,13 +72,13 @@ def switch(name: str | None, direction: str | None, socket_path: Path | None,
     Prints one line: what the engine did, or why the switch failed (exit code 1; the set goes
     on with the song that was playing).
     """
-    from midicopilot.host import setlist
+    from midicopilot.host.playsocket import send_to_player
 
     if (name is None) == (direction is None):
         raise click.UsageError("give a song NAME, or one of --next, --prev, --status")
     command = ({"cmd": "switch", "name": name} if name is not None else {"cmd": direction})
     kw = {"timeout": timeout} if timeout else {}
-    result = setlist.send_to_player(command, socket_path, **kw)
+    result = send_to_player(command, socket_path, **kw)
     if not result.ok:
         click.echo(f"Error: {result.message}", err=True)
         sys.exit(1)

@@ -25,11 +25,11 @@ def _errors() -> Iterator[None]:
     """Turn the training modules' one-line errors into CommandError."""
     from midicopilot.train.config import ConfigError
     from midicopilot.train.corpus import CorpusError
+    from midicopilot.train.errors import TrainError
     from midicopilot.train.events import MidiError
     from midicopilot.train.export import ExportError
     from midicopilot.train.model import ModelError
     from midicopilot.train.tokenizer import TokenizerError
-    from midicopilot.train.trainer import TrainError
 
     try:
         yield

@@ -1,12 +1,18 @@
-"""The Rust engine from the host's side: find the `midicopilot-engine` binary and turn a preset
-into its command line."""
+"""The Rust engine from the host's side: find the `midicopilot-engine` binary, and turn a preset
+into its command lines (`render`, `jack`, `alsa`) and its control-channel switch request, all
+from one table of the session settings (SESSION_SETTINGS)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
-from midicopilot.host.presets import Preset
+from midicopilot.host.presets import Input, Preset
 
 ENGINE_NAME = "midicopilot-engine"
 
@@ -52,9 +58,69 @@ def find_engine() -> Path:
                          "`cargo build --release` in engine/, or set MIDICOPILOT_ENGINE")
 
 
-def _num(x: float) -> str:
+def num(x: float) -> str:
     """A float as the shortest text that reads back the same (100.0 → 100, 0.95 → 0.95)."""
     return repr(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _absolute(path: Path) -> str:
+    return str(path.resolve())
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One session setting: where the preset holds it, the engine flag that sets it at start and
+    the key of the engine's switch request that changes it mid-run (None: none)."""
+
+    field: str                           # an attribute path in Preset, e.g. "tempo.bpm"
+    flag: str
+    key: str | None
+    text: Callable[[Any], str] = str     # the flag's value
+    wire: Callable[[Any], Any] = _as_is  # the switch request's value (JSON)
+    live: bool = False                   # a flag only the live backends take
+
+    def value(self, preset: Preset) -> Any:
+        return attrgetter(self.field)(preset)
+
+
+# The session settings, in command-line order. A value the preset leaves unset (None; an empty
+# style word too) is left out of the command line and is JSON null in a switch request: the
+# engine then takes the bundle's recommendation. The switch keys are those of
+# engine/src/live/control.rs `SwitchRequest`; a new setting is one row here.
+SESSION_SETTINGS: tuple[Setting, ...] = (
+    Setting("bundle", "--bundle", "bundle", wire=_absolute),
+    Setting("tempo.bpm", "--bpm", "bpm", num),
+    Setting("context.size", "--context", "context"),
+    Setting("context.lookahead_ticks", "--lookahead-ticks", "lookahead_ticks"),
+    Setting("context.max_note_ticks", "--max-note-ticks", "max_note_ticks"),
+    Setting("sampling.temperature", "--temperature", "temperature", num),
+    Setting("sampling.top_p", "--top-p", "top_p", num),
+    Setting("context.max_polyphony", "--max-polyphony", "max_polyphony"),
+    Setting("sampling.seed", "--seed", "seed"),
+    Setting("weights", "--weights", "weights"),
+    Setting("style.genre", "--genre", "genre"),
+    Setting("style.part", "--part", "part"),
+    # fixed for the whole run: no switch key
+    Setting("backend", "--backend", None, live=True),
+    Setting("tempo.source", "--tempo-source", None, live=True),
+    Setting("context.release_horizon_ms", "--release-horizon-ms", "release_horizon_ms", num,
+            live=True),
+)
+
+
+def session_args(preset: Preset, *, live: bool = False) -> list[str]:
+    """The flags of SESSION_SETTINGS the preset sets; the live-only ones with `live`."""
+    args: list[str] = []
+    for s in SESSION_SETTINGS:
+        v = s.value(preset)
+        if (s.live and not live) or v is None or v == "":
+            continue
+        args += [s.flag, s.text(v)]
+    return args
 
 
 def engine_args(preset: Preset, *, live: bool = False) -> list[str]:
@@ -67,33 +133,32 @@ def engine_args(preset: Preset, *, live: bool = False) -> list[str]:
     live backend uses: --backend, --tempo-source, --release-horizon-ms and one `--input NAME=CH`
     per preset input (CH = `pass` or 1–15).
     """
-    s, c = preset.sampling, preset.context
-    args = ["--bundle", str(preset.bundle),
-            "--bpm", _num(preset.tempo.bpm),
-            "--context", str(c.size),
-            "--lookahead-ticks", str(c.lookahead_ticks),
-            "--max-note-ticks", str(c.max_note_ticks)]
-    if s.temperature is not None:
-        args += ["--temperature", _num(s.temperature)]
-    if s.top_p is not None:
-        args += ["--top-p", _num(s.top_p)]
-    if c.max_polyphony is not None:
-        args += ["--max-polyphony", str(c.max_polyphony)]
-    if s.seed is not None:
-        args += ["--seed", str(s.seed)]
-    if preset.weights is not None:
-        args += ["--weights", preset.weights]
-    if preset.style.genre:
-        args += ["--genre", preset.style.genre]
-    if preset.style.part:
-        args += ["--part", preset.style.part]
+    args = session_args(preset, live=live)
     if live:
-        args += ["--backend", preset.backend,
-                 "--tempo-source", preset.tempo.source,
-                 "--release-horizon-ms", _num(c.release_horizon_ms)]
         for inp in preset.inputs:
             args += ["--input", f"{inp.name}={'pass' if inp.channel is None else inp.channel}"]
     return args
+
+
+def alsa_args(preset: Preset, inputs: Sequence[Input]) -> list[str]:
+    """`midicopilot-engine alsa` flags for a preset: the session flags, then one `--input`
+    (pass) or `--input-channel CH=…` per input pattern and one `--output` per output pattern."""
+    args = session_args(dataclasses.replace(preset, backend="alsa"), live=True)
+    for inp in inputs:
+        for pat in inp.connect:
+            args += (["--input", pat] if inp.channel is None
+                     else ["--input-channel", f"{inp.channel}={pat}"])
+    for pat in preset.output.connect:
+        args += ["--output", pat]
+    return args
+
+
+def switch_command(name: str, preset: Preset) -> dict[str, Any]:
+    """The engine's `switch` request for a preset, every session setting it can change
+    (docs/LIVE.md "The control channel")."""
+    return {"cmd": "switch", "name": name,
+            **{s.key: None if (v := s.value(preset)) is None else s.wire(v)
+               for s in SESSION_SETTINGS if s.key is not None}}
 
 
 def render_argv(engine: Path, preset: Preset, midi_in: Path, midi_out: Path, *,
@@ -103,7 +168,7 @@ def render_argv(engine: Path, preset: Preset, midi_in: Path, midi_out: Path, *,
     own (the engine reads it) unless `bpm` is given: the preset's BPM is the live tempo."""
     args = _without(engine_args(preset), "--bpm")
     if bpm is not None:
-        args += ["--bpm", _num(bpm)]
+        args += ["--bpm", num(bpm)]
     if seed is not None:
         args = _without(args, "--seed") + ["--seed", str(seed)]
     argv = [str(engine), "render", *args, str(midi_in), "-o", str(midi_out)]

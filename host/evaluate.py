@@ -39,11 +39,13 @@ class Sampling:
     top_p: float | None = None
     max_polyphony: int | None = None
     listen: bool = True  # False: the model plays at every instant it reaches (comparisons)
+    context: int | None = None  # the engine's context limit in tokens (None: render's default)
 
     def flags(self) -> list[str]:
         out: list[str] = [] if self.listen else ["--no-listen"]
         for flag, value in (("--temperature", self.temperature), ("--top-p", self.top_p),
-                            ("--max-polyphony", self.max_polyphony)):
+                            ("--max-polyphony", self.max_polyphony),
+                            ("--context", self.context)):
             if value is not None:
                 out += [flag, str(value)]
         return out
@@ -352,7 +354,7 @@ def _roll(midi: Path, folder: Path, job: _Job) -> None:
 
 
 def _loss(result: PieceResult, text: str, engine: Path, bundle: BundleInfo, tokenizer) -> None:
-    from midicopilot.train.trainer import make_windows
+    from midicopilot.train.windows import make_windows
 
     length = int(bundle.meta.get("context_length") or 256)
     windows = make_windows([text], tokenizer, length, header=True, eos=True)

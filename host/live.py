@@ -1,4 +1,5 @@
-"""`midicopilot play PRESET`: run the engine live on JACK with a preset, patch it, supervise it.
+"""The live engine as a subprocess: start it with a preset, wait until it is ready, patch it,
+supervise it, stop it cleanly.
 
     run = LiveRun(preset, server=None, report=Path("out/report.json"))
     run.start()              # `midicopilot-engine jack <the preset's flags>` in its own session
@@ -12,10 +13,16 @@ stops the engine with SIGTERM: the engine then writes a note-off for every sound
 it deactivates, and prints its report line. If the engine dies any other way, the host sends
 all-notes-off (CC 123, sustain off and a note-off per pitch, channel 0) to every destination the
 engine's output was connected to, from a client of its own.
+
+ControlledRun is the engine a set plays on (host/player.py): on JACK or ALSA, reading switch
+requests on its stdin and writing JSON status lines on its stdout (engine/src/live/control.rs).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -23,10 +30,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from midicopilot.host import jackpatch
-from midicopilot.host.engine import engine_args, find_engine
-from midicopilot.host.presets import Preset
+from midicopilot.host.engine import alsa_args, engine_args, find_engine
+from midicopilot.host.presets import Input, Preset
 
 PANIC_CLIENT = "midicopilot-panic"
 
@@ -41,11 +49,17 @@ def play_argv(engine: Path, preset: Preset, *, report: Path | None = None,
     argv = [str(engine), "jack", *engine_args(preset, live=True)]
     if client_name:
         argv += ["--client-name", client_name]
+    return argv + run_flags(report, run_seconds)
+
+
+def run_flags(report: Path | None, run_seconds: float | None) -> list[str]:
+    """The flags of a live run that are not the preset's: --report, --run-seconds."""
+    out: list[str] = []
     if report is not None:
-        argv += ["--report", str(report)]
+        out += ["--report", str(report)]
     if run_seconds is not None:
-        argv += ["--run-seconds", repr(float(run_seconds))]
-    return argv
+        out += ["--run-seconds", repr(float(run_seconds))]
+    return out
 
 
 def all_notes_off_messages(channel: int = 0) -> list[bytes]:
@@ -126,11 +140,15 @@ class LiveRun:
         if self.preset.backend != "jack":
             raise LiveError(f"{self.preset.path}: backend: '{self.preset.backend}' — `play` runs "
                             "the jack backend; this engine has no alsa backend yet")
+        self._spawn(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+    def _spawn(self, *, stdin: int, stdout: int) -> None:
+        """The engine in a session of its own, its stderr echoed line by line."""
         if self.report is not None:
             self.report.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env=self.env(), start_new_session=True)
+        self.proc = subprocess.Popen(self.argv(), stdin=stdin, stdout=stdout,
+                                     stderr=subprocess.PIPE, env=self.env(),
+                                     start_new_session=True)
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
 
@@ -145,6 +163,15 @@ class LiveRun:
         lines = [ln for ln in self.stderr_lines if ln.strip()]
         return lines[-1] if lines else "no message"
 
+    def _not_exited(self) -> None:
+        """LiveError if the engine has exited (while it should be getting ready)."""
+        assert self.proc is not None
+        code = self.proc.poll()
+        if code is not None:
+            self._join_reader()
+            raise LiveError(f"the engine exited with {code} before it was ready: "
+                            f"{self.last_error()}")
+
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Until the engine's ports are on the server (the model is loaded by then)."""
         assert self.proc is not None
@@ -152,11 +179,7 @@ class LiveRun:
         wanted.add(f"{jackpatch.ENGINE_CLIENT}:out")
         deadline = time.monotonic() + timeout
         while True:
-            code = self.proc.poll()
-            if code is not None:
-                self._join_reader()
-                raise LiveError(f"the engine exited with {code} before it was ready: "
-                                f"{self.last_error()}")
+            self._not_exited()
             try:
                 with jackpatch.open_client(server=self.server) as client:
                     names = {p.name for p in jackpatch.list_midi_ports(client)}
@@ -248,6 +271,77 @@ class LiveRun:
             self.echo(f"midicopilot: sent all-notes-off on channel 0 to {n} destination(s): "
                       f"{', '.join(self.output_targets)}")
         return code if code > 0 else 1
+
+
+class ControlledRun(LiveRun):
+    """A LiveRun whose engine reads switch commands on stdin and reports on stdout."""
+
+    def __init__(self, preset: Preset, *, inputs: tuple[Input, ...], **kw: Any) -> None:
+        super().__init__(dataclasses.replace(preset, inputs=inputs), **kw)
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.ready = threading.Event()
+        self._stdin_lock = threading.Lock()
+        self._out_reader: threading.Thread | None = None
+
+    def argv(self) -> list[str]:
+        exe = self.engine or find_engine()
+        p = self.preset
+        if p.backend == "alsa":
+            return [str(exe), "alsa", *alsa_args(p, p.inputs),
+                    *run_flags(self.report, self.run_seconds)]
+        return super().argv()
+
+    def start(self) -> None:
+        self._spawn(stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._out_reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._out_reader.start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            if event.get("event") == "ready":
+                self.ready.set()
+            self.events.put(event)
+        self.events.put({"event": "exit"})
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.1):
+            self._not_exited()
+            if time.monotonic() > deadline:
+                raise LiveError(f"the engine was not ready within {timeout:.0f} s")
+        if self.preset.backend == "jack":
+            super().wait_ready(max(1.0, deadline - time.monotonic()))
+
+    def refresh_targets(self, client: object | None = None) -> None:
+        if self.preset.backend == "jack":
+            super().refresh_targets(client)
+
+    def drain_events(self) -> None:
+        """Drop the status lines nobody has read yet."""
+        while True:
+            try:
+                self.events.get_nowait()
+            except queue.Empty:
+                return
+
+    def send(self, command: dict[str, Any]) -> None:
+        """One control line to the engine; LiveError if it is gone."""
+        assert self.proc is not None and self.proc.stdin is not None
+        line = (json.dumps(command) + "\n").encode()
+        with self._stdin_lock:
+            try:
+                self.proc.stdin.write(line)
+                self.proc.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                raise LiveError("the engine is not running") from None
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:

@@ -92,7 +92,7 @@ class Output:
 
 @dataclass(frozen=True)
 class Control:
-    """MIDI sources whose program changes switch songs during a set (host/setlist.py)."""
+    """MIDI sources whose program changes switch songs during a set (host/player.py)."""
     connect: tuple[str, ...] = ()
 
 

@@ -87,8 +87,8 @@ def test_bad_flags_are_one_line(engine_bin: Path, tmp_path: Path, args: list[str
 
 
 def test_the_host_builds_the_alsa_flags_from_a_preset(tmp_path: Path) -> None:
+    from midicopilot.host.engine import alsa_args
     from midicopilot.host.presets import load_preset
-    from midicopilot.host.setlist import alsa_args
 
     p = tmp_path / "pi.toml"
     p.write_text("""

@@ -90,8 +90,10 @@ def test_eval_skips_what_it_cannot_use_with_one_line_each(engine_bin, validation
             validation[0], "--seeds", "1", "--quiet", "--no-loss")
     skipped = [line for line in r.stderr.splitlines() if line.startswith("skipped ")]
     assert len(skipped) == 3, r.stderr
-    assert "nothing to accompany" in skipped[0] and str(corrupt) in skipped[1]
-    assert "no such work" in skipped[2]
+    # one line each, whichever stage (finding the piece, reading it) turned it away
+    assert any(str(one_part) in line and "nothing to accompany" in line for line in skipped)
+    assert any(str(corrupt) in line for line in skipped)
+    assert any("bach/no-such-work" in line and "no such work" in line for line in skipped)
     assert "Traceback" not in r.stderr
 
 

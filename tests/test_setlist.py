@@ -1,4 +1,5 @@
-"""Set lists and switching songs mid-set (host/setlist.py, engine/src/live/{control,switch}.rs).
+"""Set lists and switching songs mid-set (host/setlist.py, host/player.py,
+engine/src/live/{control,switch}.rs).
 
 The first tests read set lists and check their problems (no JACK). The live ones run the real
 thing: `midicopilot play --set-list` on a real dummy JACK server (tests/jackserver.py), the engine
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from midicopilot.host import setlist as S
+from midicopilot.host.engine import switch_command
 
 BPM = 120.0
 
@@ -201,13 +203,13 @@ def test_switch_without_a_running_play_is_one_line(tmp_path: Path) -> None:
 def test_the_switch_command_carries_every_session_setting(tmp_path: Path,
                                                           fake_bundle: Path) -> None:
     preset = S.load_preset(_preset(tmp_path, "a", fake_bundle, bpm=96))
-    cmd = S.switch_command("a", preset)
+    cmd = switch_command("a", preset)
     assert cmd["cmd"] == "switch" and cmd["name"] == "a"
     assert cmd["bundle"] == str(fake_bundle.resolve()) and cmd["bpm"] == 96.0
     # every field the engine's parser knows (engine/src/live/control.rs SwitchRequest)
     assert set(cmd) == {"cmd", "name", "bundle", "genre", "part", "bpm", "temperature", "top_p",
                         "seed", "context", "lookahead_ticks", "release_horizon_ms",
-                        "max_note_ticks", "max_polyphony"}
+                        "max_note_ticks", "max_polyphony", "weights"}
     assert cmd["seed"] is None  # the preset sets none: the engine's default
 
 

@@ -21,6 +21,7 @@ from midicopilot.train import model as model_mod
 from midicopilot.train import tokenizer as tok_mod
 from midicopilot.train import trainer
 from midicopilot.train.music21_midi import bach_chorales, package_midi_files
+from midicopilot.train.windows import cut_windows
 
 # A model of ~0.1M parameters and runs of a few seconds: the chain, not the music, is under test.
 TEST_SETS = [
@@ -147,7 +148,7 @@ def test_cut_windows_cover_the_text_at_word_boundaries() -> None:
     word_start = np.zeros(50, dtype=bool)
     word_start[[1, 2]] = True  # tokens 1 and 2 start words; 3 continues one
     body = np.array([1, 3, 3, 2, 3, 1, 2, 3, 3, 3, 1, 3, 2, 1, 3, 3, 2, 3, 3, 1], dtype=np.int64)
-    windows = trainer.cut_windows([40, 41], body, word_start, context_length=11)
+    windows = cut_windows([40, 41], body, word_start, context_length=11)
     assert len(windows) >= 2
     assert all(len(w) <= 11 and list(w[:2]) == [40, 41] for w in windows)
     bodies = [list(w[2:]) for w in windows]

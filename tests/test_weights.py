@@ -13,7 +13,7 @@ from midicopilot.train import corpus as corpus_mod
 from midicopilot.train import events as ev
 from midicopilot.train.music21_midi import export_by_name
 from midicopilot.train.tokenizer import load_tokenizer
-from midicopilot.train.trainer import make_windows
+from midicopilot.train.windows import make_windows
 
 BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "demo"
 
@@ -25,12 +25,14 @@ def windows(tmp_path_factory) -> Path:
     tok = load_tokenizer(BUNDLE / "tokenizer.json")
     params = ev.LanguageParams.from_dict(meta["params"])
     texts = []
-    for name in meta["validation_pieces"][:8]:
+    for name in meta["validation_pieces"]:
         piece = ev.read_piece(export_by_name(name), params)
-        soprano = next(s for s in corpus_mod.piece_parts(piece)
-                       if piece.part_names[s] == "Soprano")
-        texts.append(corpus_mod.target_example(piece, params, "chorale", soprano,
-                                               entry_beats=0).text)
+        soprano = [s for s in corpus_mod.piece_parts(piece) if piece.part_names[s] == "Soprano"]
+        if soprano:  # a few chorales name their top part otherwise (Trumpet 1, …)
+            texts.append(corpus_mod.target_example(piece, params, "chorale", soprano[0],
+                                                   entry_beats=0).text)
+        if len(texts) == 8:
+            break
     w = make_windows(texts, tok, int(meta["context_length"]), header=True, eos=True)
     pad = tok.token_to_id("[PAD]")
     path = tmp_path_factory.mktemp("windows") / "windows.jsonl"

@@ -21,7 +21,14 @@ from typing import Any
 from midicopilot.train import model as model_mod
 from midicopilot.train import tokenizer as tok_mod
 from midicopilot.train import trainer
+from midicopilot.train.checkpoints import (
+    find_checkpoint,
+    load_tensors,
+    read_json,
+    run_of_checkpoint,
+)
 from midicopilot.train.config import RunConfig
+from midicopilot.train.windows import load_windows, unigram_counts
 
 BUNDLE_FORMAT = "midicopilot-bundle"
 BUNDLE_VERSION = 1
@@ -35,9 +42,9 @@ class ExportError(RuntimeError):
 def load_trained(checkpoint: Path | str, merged: bool = True):
     """(model, tokenizer, config, checkpoint folder) of a checkpoint or run folder; the model has
     its adapters merged unless `merged` is False. Always a full-precision base (no quantization)."""
-    ckpt = trainer.find_checkpoint(checkpoint)
-    run = trainer.run_of_checkpoint(ckpt)
-    info = trainer.read_json(run / "run.json")
+    ckpt = find_checkpoint(checkpoint)
+    run = run_of_checkpoint(ckpt)
+    info = read_json(run / "run.json")
     cfg = RunConfig.from_dict(info["config"])
     cfg.model.quantize = ""  # merge into the full-precision base, never into 4/8-bit weights
     tokenizer = tok_mod.load_tokenizer(run / tok_mod.TOKENIZER_FILE)
@@ -46,7 +53,7 @@ def load_trained(checkpoint: Path | str, merged: bool = True):
                                 tokenizer.token_to_id(tok_mod.EOS_TOKEN),
                                 saved_base=run / model_mod.BASE_DIR)
     model = model_mod.add_lora(base, cfg.lora, cfg.model)
-    model_mod.load_trainable_state(model, trainer._load_tensors(ckpt / "trainable.safetensors"),
+    model_mod.load_trainable_state(model, load_tensors(ckpt / "trainable.safetensors"),
                                    source=str(ckpt))
     model.eval()
     if merged:
@@ -56,9 +63,9 @@ def load_trained(checkpoint: Path | str, merged: bool = True):
 
 
 def bundle_metadata(ckpt: Path, tokenizer, cfg: RunConfig) -> dict[str, Any]:
-    run = trainer.run_of_checkpoint(ckpt)
-    info = trainer.read_json(run / "run.json")
-    state = trainer.read_json(ckpt / "state.json")
+    run = run_of_checkpoint(ckpt)
+    info = read_json(run / "run.json")
+    state = read_json(ckpt / "state.json")
     meta = tok_mod.meta_tokens(tokenizer)
     # the styles the model was trained to follow: headers of the phases that used them
     chain = [*info.get("history", []), trainer.phase_record(run, info, state)]
@@ -70,8 +77,8 @@ def bundle_metadata(ckpt: Path, tokenizer, cfg: RunConfig) -> dict[str, Any]:
     if (tokenizer_info_path / "tokenizer-info.json").exists():
         tokenizer_info = json.loads((tokenizer_info_path / "tokenizer-info.json").read_text())
     pad_id = tokenizer.token_to_id(tok_mod.PAD_TOKEN)
-    unigram = trainer.unigram_counts(trainer.load_windows(run, "train"),
-                                     tokenizer.get_vocab_size(), pad_id)
+    unigram = unigram_counts(load_windows(run, "train"),
+                             tokenizer.get_vocab_size(), pad_id)
     return {
         "format": BUNDLE_FORMAT,
         "bundle_version": BUNDLE_VERSION,

@@ -21,17 +21,19 @@ learning rate is a function of the step. The loss sequence then continues as if 
 
 Under `torchrun` (WORLD_SIZE > 1) the same loop runs DDP: every rank draws the same global batch
 and trains on its slice; gloo on CPU, nccl on CUDA.
+
+This module is the run: its folder, the loop, evaluation, metrics and summary. The windows and
+their order are in windows.py, checkpoints (and the run folder's file helpers) in checkpoints.py,
+the processes under torchrun in distributed.py.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,175 +44,33 @@ import numpy as np
 from midicopilot.train import corpus as corpus_mod
 from midicopilot.train import model as model_mod
 from midicopilot.train import tokenizer as tok_mod
+from midicopilot.train.checkpoints import (
+    checkpoint_dirs,
+    find_checkpoint,
+    load_checkpoint,
+    load_weights,
+    read_json,
+    remove_unfinished,
+    run_of_checkpoint,
+    save_checkpoint,
+    sha256_file,
+    write_json_atomic,
+    write_json_lines,
+)
 from midicopilot.train.config import RESUMABLE_KEYS, RunConfig, differences
+from midicopilot.train.distributed import Dist, setup_dist
+from midicopilot.train.errors import TrainError
+from midicopilot.train.windows import (
+    IGNORE,
+    Sampler,
+    Windows,
+    load_windows,
+    make_windows,
+    targets_of,
+    unigram_loss,
+)
 
 RUN_FORMAT = "midicopilot-run"
-IGNORE = -100
-
-
-class TrainError(RuntimeError):
-    """A run that cannot start or continue. `str(err)` is one line."""
-
-
-# --- windows -------------------------------------------------------------------------------------
-
-@dataclass
-class Windows:
-    """Tokenized training windows: `ids` (n, L) padded with [PAD]; the first `header[i]` tokens of
-    window i are the metadata header (given, never predicted)."""
-
-    ids: np.ndarray
-    header: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def cut_windows(header_ids: list[int], body_ids: np.ndarray, word_start: np.ndarray,
-                context_length: int) -> list[np.ndarray]:
-    """Cut one example into windows of at most `context_length` tokens, each the header followed
-    by body tokens from a word start to a word start. The last window is moved back (overlapping
-    its neighbour) so that it is full too."""
-    budget = context_length - len(header_ids)
-    if budget < 8:
-        raise TrainError(f"data.context_length {context_length} leaves no room after a "
-                         f"{len(header_ids)}-token header")
-    n = len(body_ids)
-    starts = np.flatnonzero(word_start[body_ids])
-    starts = np.append(starts, n)  # the end is a boundary too
-    header = np.asarray(header_ids, dtype=body_ids.dtype)
-    windows = []
-    s = 0
-    while s < n:
-        if s + budget >= n:
-            # the tail: start as early as a full window allows, but no later than s
-            back = starts[np.searchsorted(starts, n - budget)]
-            s = min(s, int(back)) if windows else s
-            windows.append(np.concatenate([header, body_ids[s:n]]))
-            break
-        # the last word start at or before s + budget (cutting mid-word only if one word is longer)
-        i = np.searchsorted(starts, s + budget, side="right") - 1
-        e = int(starts[i]) if starts[i] > s else s + budget
-        windows.append(np.concatenate([header, body_ids[s:e]]))
-        s = e
-    return windows
-
-
-def make_windows(texts: Iterable[str], tokenizer, context_length: int, header: bool, eos: bool,
-                 progress: bool = False, desc: str = "windows") -> Windows:
-    """Tokenize event texts and cut them into windows."""
-    from tqdm import tqdm
-
-    vocab = tokenizer.get_vocab_size()
-    word_start = np.zeros(vocab + 1, dtype=bool)
-    for token, i in tokenizer.get_vocab().items():
-        word_start[i] = token.startswith("Ġ")
-    eos_id = tokenizer.token_to_id(tok_mod.EOS_TOKEN)
-    word_start[eos_id] = True
-    dtype = np.uint16 if vocab <= 65535 else np.int32
-    rows: list[np.ndarray] = []
-    heads: list[int] = []
-    header_cache: dict[str, list[int]] = {}
-
-    def add(batch: list[str]) -> None:
-        headers = [" ".join(corpus_mod.header_words(t)) for t in batch]
-        bodies = [" " + tok_mod.body_of(t) for t in batch]
-        encoded = tokenizer.encode_batch(bodies, add_special_tokens=False)
-        for head, enc in zip(headers, encoded, strict=True):
-            if header and head:
-                if head not in header_cache:
-                    header_cache[head] = tokenizer.encode(head, add_special_tokens=False).ids
-                head_ids = header_cache[head]
-            else:
-                head_ids = []
-            body = np.asarray(enc.ids + ([eos_id] if eos else []), dtype=dtype)
-            for window in cut_windows(head_ids, body, word_start, context_length):
-                rows.append(window)
-                heads.append(len(head_ids))
-
-    batch: list[str] = []
-    for text in tqdm(texts, desc=desc, unit="ex", disable=not progress, leave=False):
-        batch.append(text)
-        if len(batch) >= 512:
-            add(batch)
-            batch = []
-    if batch:
-        add(batch)
-    ids = np.full((len(rows), context_length), tokenizer.token_to_id(tok_mod.PAD_TOKEN),
-                  dtype=dtype)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = row
-    return Windows(ids, np.asarray(heads, dtype=np.int16))
-
-
-def targets_of(ids, header, pad_id: int):
-    """Labels for next-token prediction: [PAD] and header positions are ignored."""
-    import torch
-
-    labels = ids.long().clone()
-    labels[ids == pad_id] = IGNORE
-    positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
-    labels[positions < header.unsqueeze(1)] = IGNORE
-    return labels
-
-
-def _targets(w: Windows, pad_id: int) -> np.ndarray:
-    """Every predicted token of the windows (header and [PAD] positions left out)."""
-    import torch
-
-    labels = targets_of(torch.from_numpy(w.ids.astype(np.int64)),
-                        torch.from_numpy(w.header.astype(np.int64)), pad_id)[:, 1:]
-    flat = labels.flatten()
-    return flat[flat != IGNORE].numpy()
-
-
-def unigram_counts(train: Windows, vocab_size: int, pad_id: int) -> np.ndarray:
-    """How often each token is a target in the train windows (a bundle keeps them, so that
-    `midicopilot eval` can give the unigram baseline on any piece)."""
-    return np.bincount(_targets(train, pad_id), minlength=vocab_size)
-
-
-def unigram_loss(train: Windows, val: Windows, vocab_size: int, pad_id: int) -> float:
-    """Cross-entropy (nats/token) of the train split's add-one unigram distribution on val
-    targets: the baseline a model must beat."""
-    counts = unigram_counts(train, vocab_size, pad_id).astype(np.float64) + 1.0
-    logp = np.log(counts / counts.sum())
-    t = _targets(val, pad_id)
-    return float(-logp[t].mean()) if len(t) else float("nan")
-
-
-# --- data order ----------------------------------------------------------------------------------
-
-class Sampler:
-    """Windows in a seeded shuffle, epoch after epoch; its state is (epoch, cursor)."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed = n, seed
-        self.epoch = self.cursor = 0
-        self._perm: tuple[int, np.ndarray] | None = None
-
-    def _order(self) -> np.ndarray:
-        if self._perm is None or self._perm[0] != self.epoch:
-            self._perm = (self.epoch, np.random.default_rng([self.seed, self.epoch])
-                          .permutation(self.n))
-        return self._perm[1]
-
-    def take(self, k: int) -> np.ndarray:
-        out = []
-        while k > 0:
-            chunk = self._order()[self.cursor:self.cursor + k]
-            out.append(chunk)
-            k -= len(chunk)
-            self.cursor += len(chunk)
-            if self.cursor >= self.n:
-                self.epoch, self.cursor = self.epoch + 1, 0
-        return np.concatenate(out)
-
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "cursor": self.cursor}
-
-    def load(self, state: dict[str, int]) -> None:
-        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
 
 
 def lr_at(step: int, cfg) -> float:
@@ -220,82 +80,6 @@ def lr_at(step: int, cfg) -> float:
     progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
     coeff = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * coeff)
-
-
-# --- distributed ---------------------------------------------------------------------------------
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-
-def setup_dist(device_kind: str) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-# --- checkpoints ---------------------------------------------------------------------------------
-
-def checkpoint_dirs(run: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
-    root = run / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir()
-             if p.is_dir() and p.name.startswith("step-") and (p / "state.json").exists()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def find_checkpoint(path: Path | str) -> Path:
-    """A checkpoint folder, or the newest checkpoint of a run folder."""
-    path = Path(path)
-    if (path / "state.json").exists() and (path / "trainable.safetensors").exists():
-        return path
-    if (path / "run.json").exists():
-        found = checkpoint_dirs(path)
-        if not found:
-            raise TrainError(f"{path}: the run has no checkpoint yet")
-        return found[-1]
-    raise TrainError(f"{path}: neither a run folder nor a checkpoint")
-
-
-def run_of_checkpoint(checkpoint: Path) -> Path:
-    return checkpoint.parent.parent
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise TrainError(f"{path}: unreadable ({err})") from None
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -354,11 +138,7 @@ def train(cfg: RunConfig, out: Path | str, corpus: Path | str | None = None,
         if corpus is None or tokenizer is None:
             raise TrainError("a new run needs --corpus and --tokenizer")
         info = _new_run(run, cfg, Path(corpus), Path(tokenizer), init_from, dist, progress, log)
-    if dist.main:
-        for stale in (run / "checkpoints").glob(".tmp-*") if (run / "checkpoints").is_dir() \
-                else ():
-            shutil.rmtree(stale, ignore_errors=True)
-    dist.barrier()
+    remove_unfinished(run, dist)
 
     # 2. Data (tokenized once, when the run was created).
     tokenizer_obj = tok_mod.load_tokenizer(run / tok_mod.TOKENIZER_FILE)
@@ -375,9 +155,7 @@ def train(cfg: RunConfig, out: Path | str, corpus: Path | str | None = None,
     torch.manual_seed(cfg.model.init_seed)  # the LoRA matrices' initial draw
     model = model_mod.add_lora(base, cfg.lora, cfg.model)
     if checkpoint is None and info.get("init_from"):
-        start = Path(info["init_from"])
-        model_mod.load_trainable_state(model, _load_tensors(start / "trainable.safetensors"),
-                                       source=str(start))
+        load_weights(model, Path(info["init_from"]))
     if not cfg.model.quantize:  # a bitsandbytes model is placed when loaded and cannot move
         model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -388,7 +166,7 @@ def train(cfg: RunConfig, out: Path | str, corpus: Path | str | None = None,
     step, elapsed_before = 0, 0.0
     torch.manual_seed(t.seed + dist.rank)
     if checkpoint is not None:
-        step, elapsed_before = _load_checkpoint(checkpoint, model, optimizer, sampler, dist)
+        step, elapsed_before = load_checkpoint(checkpoint, model, optimizer, sampler, dist)
         log(f"resuming {run} from step {step} ({checkpoint.name})")
     _truncate_metrics(run / "metrics.jsonl", step, dist)
     trainable, total = model_mod.count_parameters(model)
@@ -396,12 +174,7 @@ def train(cfg: RunConfig, out: Path | str, corpus: Path | str | None = None,
         log(f"{cfg.phase}: {total / 1e6:.2f}M parameters, {trainable / 1e6:.2f}M trained; "
             f"{len(train_w)} train / {len(val_w)} val windows of {cfg.data.context_length} "
             f"tokens; {dist.world} process(es) on {device.type}")
-    net = model
-    if dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[dist.local_rank]
-                                      if device.type == "cuda" else None)
+    net = dist.wrap(model, device)
 
     autocast_dtype = model_mod.torch_dtype(cfg.model.dtype)
     use_autocast = autocast_dtype != torch.float32
@@ -467,7 +240,7 @@ def train(cfg: RunConfig, out: Path | str, corpus: Path | str | None = None,
                 torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            step_loss = _mean_over_ranks(loss_sum / t.grad_accum, dist, device)
+            step_loss = dist.mean(loss_sum / t.grad_accum, device)
             if metrics:
                 metrics.write(json.dumps({"step": step, "loss": step_loss, "lr": lr}) + "\n")
                 metrics.flush()
@@ -484,8 +257,8 @@ def train(cfg: RunConfig, out: Path | str, corpus: Path | str | None = None,
                             f" (unigram {unigram:.4f})")
                 dist.barrier()
             if step % t.checkpoint_every == 0 or last:
-                _save_checkpoint(run, step, model, optimizer, sampler, cfg, dist,
-                                 elapsed_before + time.time() - started)
+                save_checkpoint(run, step, model, optimizer, sampler, cfg, dist,
+                                elapsed_before + time.time() - started)
     finally:
         bar.close()
         if metrics:
@@ -504,22 +277,8 @@ def train(cfg: RunConfig, out: Path | str, corpus: Path | str | None = None,
         summary = _summary(run, cfg, info, step, last_eval, seconds, train_w, val_w, dist.world)
         write_json_atomic(run / "summary.json", summary)
     dist.barrier()
-    if dist.world > 1:
-        import torch.distributed as tdist
-
-        tdist.destroy_process_group()
+    dist.close()
     return RunResult(run, step, last_eval, unigram, seconds)
-
-
-def _mean_over_ranks(value: float, dist: Dist, device) -> float:
-    if dist.world == 1:
-        return value
-    import torch
-    import torch.distributed as tdist
-
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    tdist.all_reduce(tensor)
-    return float(tensor[0]) / dist.world
 
 
 def _check_same_config(info: dict[str, Any], cfg: RunConfig, run: Path) -> None:
@@ -630,95 +389,7 @@ def phase_record(run: Path, info: dict[str, Any], state: dict[str, Any]) -> dict
     return record
 
 
-def load_windows(run: Path, split: str) -> Windows:
-    try:
-        return Windows(np.load(run / "data" / f"{split}-ids.npy", mmap_mode="r"),
-                       np.load(run / "data" / f"{split}-header.npy"))
-    except (OSError, ValueError) as err:
-        raise TrainError(f"{run}/data: missing or damaged windows ({err})") from None
-
-
-def _load_tensors(path: Path) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except (OSError, ValueError, RuntimeError) as err:
-        raise TrainError(f"{path}: unreadable weights ({str(err).splitlines()[0]})") from None
-
-
-def _save_checkpoint(run: Path, step: int, model, optimizer, sampler: Sampler, cfg: RunConfig,
-                     dist: Dist, seconds: float) -> Path:
-    """Write checkpoints/step-N atomically (a hidden temporary folder renamed into place)."""
-    import torch
-    from safetensors.torch import save_file
-
-    root = run / "checkpoints"
-    final = root / f"step-{step:08d}"
-    tmp = root / f".tmp-step-{step:08d}"
-    if dist.main:
-        root.mkdir(exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-    dist.barrier()
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, tmp / f"rng-rank{dist.rank}.pt")
-    dist.barrier()
-    if dist.main:
-        save_file(model_mod.trainable_state(model), str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        state = {"step": step, "sampler": sampler.state(), "world": dist.world,
-                 "train_seconds": round(seconds, 3), "phase": cfg.phase, "config": cfg.to_dict()}
-        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
-        _fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_dir(root)
-        for old in checkpoint_dirs(run)[:-cfg.train.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
-    dist.barrier()
-    return final
-
-
-def _fsync_dir(path: Path) -> None:
-    for file in [*path.iterdir(), path] if path.is_dir() else [path]:
-        try:
-            fd = os.open(file, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-
-def _load_checkpoint(checkpoint: Path, model, optimizer, sampler: Sampler,
-                     dist: Dist) -> tuple[int, float]:
-    import torch
-
-    state = read_json(checkpoint / "state.json")
-    if state.get("world", 1) != dist.world:
-        raise TrainError(f"{checkpoint} was written by {state.get('world')} process(es); resume "
-                         f"it with the same number (now {dist.world})")
-    model_mod.load_trainable_state(model, _load_tensors(checkpoint / "trainable.safetensors"),
-                                   source=str(checkpoint))
-    try:
-        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
-        rng = torch.load(checkpoint / f"rng-rank{dist.rank}.pt", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as err:
-        raise TrainError(f"{checkpoint}: damaged checkpoint ({str(err).splitlines()[0]})"
-                         ) from None
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    sampler.load(state["sampler"])
-    return int(state["step"]), float(state.get("train_seconds", 0.0))
-
+# --- metrics and summary -------------------------------------------------------------------------
 
 def _truncate_metrics(path: Path, step: int, dist: Dist) -> None:
     """Drop the lines a killed run wrote after its last checkpoint."""
@@ -737,12 +408,6 @@ def _parse_lines(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return records
-
-
-def write_json_lines(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
 
 
 def read_metrics(run: Path | str) -> list[dict[str, Any]]:

@@ -75,7 +75,7 @@ def window_coverage(body: str, tpq: int, cov: Coverage) -> None:
 
 def run_coverage(run: Path, windows: int = 2000, seed: int = 0) -> Coverage:
     from midicopilot.train import tokenizer as tok_mod
-    from midicopilot.train.trainer import load_windows
+    from midicopilot.train.windows import load_windows
 
     tok = tok_mod.load_tokenizer(run / tok_mod.TOKENIZER_FILE)
     pad = tok.token_to_id(tok_mod.PAD_TOKEN)
