@@ -2,7 +2,7 @@
 
 1. uses the demo bundle that ships in bundles/demo (a small OLMo2 trained on music21's Bach
    chorales by train/demo.py; docs/QUALITY.md has its figures), where presets/demo.toml looks;
-   should it be missing, it is rebuilt (that needs the training extra and about two hours);
+   should it be missing, it is rebuilt (that needs the training extra and about 45 minutes);
 2. uses the running JACK server, or starts a dummy one (`jackd --no-realtime -d dummy`, its own
    name) and stops it at the end;
 3. starts `midicopilot play presets/demo.toml` (the engine on JACK, patched and supervised);
@@ -103,7 +103,7 @@ def ensure_bundle(bundle: Path | None) -> Path:
                         "training extra (pip install -e '.[train]'; or restore it with git)")
     from midicopilot.train.demo import build_demo_bundle
 
-    say(f"demo bundle: {target} is missing: rebuilding it (about two hours on 2 cores)")
+    say(f"demo bundle: {target} is missing: rebuilding it (about 45 minutes on 2 cores)")
     return build_demo_bundle(target, log=lambda m: say(f"  {m}"))
 
 
