@@ -4,9 +4,9 @@
 mod decoder_support;
 
 use decoder_support::*;
-use midicopilot_engine::context::{Context, ContextConfig};
+use midicopilot_engine::decode::{Context, ContextConfig};
 use midicopilot_engine::events::{LanguageParams, NoteEvent};
-use midicopilot_engine::sampler::{Policy, Sampler, SamplingParams};
+use midicopilot_engine::decode::{Policy, Sampler, SamplingParams};
 use midicopilot_engine::session::{Engine, Session, SessionConfig};
 
 const TOLERANCE: f32 = 1e-4;

@@ -8,9 +8,9 @@
 mod decoder_support;
 
 use decoder_support::*;
-use midicopilot_engine::context::ContextConfig;
+use midicopilot_engine::decode::ContextConfig;
 use midicopilot_engine::events::{events_to_text, parse_text, EventKind, NoteEvent};
-use midicopilot_engine::sampler::{Policy, SamplingParams};
+use midicopilot_engine::decode::{Policy, SamplingParams};
 use midicopilot_engine::session::{Session, SessionConfig};
 
 struct Case {

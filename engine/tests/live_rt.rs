@@ -16,7 +16,8 @@ use jack::contrib::ClosureProcessHandler;
 use jack::{Client, ClientOptions, Control, MidiIn, MidiOut, ProcessScope, RawMidi};
 use midicopilot_engine::backend::jack::open_client;
 use midicopilot_engine::live::alloc_guard::{self, CountingAlloc};
-use midicopilot_engine::live::ports::{InputFilter, InputMode, NoteSet};
+use midicopilot_engine::events::NoteSet;
+use midicopilot_engine::live::ports::{InputFilter, InputMode};
 use midicopilot_engine::live::rt::RtProcess;
 use midicopilot_engine::live::{FrameClock, InEvent, InKind, OutEvent, Shared};
 

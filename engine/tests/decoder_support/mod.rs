@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::Device;
 use midicopilot_engine::bundle::Bundle;
-use midicopilot_engine::context::Context;
+use midicopilot_engine::decode::Context;
 use midicopilot_engine::events::{encode_midi_bytes, LanguageParams, NoteEvent};
 use midicopilot_engine::model::Olmo2;
-use midicopilot_engine::sampler::{allowed_tokens, MaskState, Policy, Sampler};
+use midicopilot_engine::decode::{allowed_tokens, MaskState, Policy, Sampler};
 use midicopilot_engine::session::Engine;
 
 pub fn python() -> String {
