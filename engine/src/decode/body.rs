@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{bail, ensure, Result};
 use tokenizers::Tokenizer;
 
 use crate::events::item::PartialItem;
@@ -16,6 +16,10 @@ use crate::events::{
 use super::flush::Cut;
 use super::mask::Deadlines;
 use super::vocab::TokenTable;
+
+mod tokens;
+
+use tokens::Tokens;
 
 /// One event of the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,15 +79,9 @@ impl NotesAt {
 
 /// The header and body (see the module doc).
 pub struct Body {
-    tokenizer: Arc<Tokenizer>,
-    table: Arc<TokenTable>,
     params: LanguageParams,
     header: Vec<u32>,
-    tokens: Vec<u32>,
-    /// Byte end of each body token in `text`.
-    ends: Vec<usize>,
-    /// The body text: every word preceded by one space.
-    text: Vec<u8>,
+    tokens: Tokens,
     base_tick: u64,
     /// At the body's start, before its first word.
     base: NotesAt,
@@ -119,13 +117,9 @@ impl Body {
         };
         let grammar = GrammarState::resume(params, 0, NoteSet::default(), LastWord::Header, true);
         Ok(Self {
-            tokenizer,
-            table,
             params,
             header,
-            tokens: Vec::new(),
-            ends: Vec::new(),
-            text: Vec::new(),
+            tokens: Tokens::new(tokenizer, table),
             base_tick: 0,
             base: NotesAt::default(),
             events: Vec::new(),
@@ -159,23 +153,24 @@ impl Body {
     }
 
     pub fn tokens(&self) -> &[u32] {
-        &self.tokens
+        self.tokens.ids()
     }
 
     pub fn text(&self) -> &[u8] {
-        &self.text
+        self.tokens.text()
     }
 
     /// Byte end of each body token in the text.
     pub fn ends(&self) -> &[usize] {
-        &self.ends
+        self.tokens.ends()
     }
 
     /// The text of the word being written (after the last space).
     pub fn current_word(&self) -> &[u8] {
-        match self.text.iter().rposition(|b| *b == b' ') {
-            Some(i) => &self.text[i + 1..],
-            None => &self.text,
+        let text = self.tokens.text();
+        match text.iter().rposition(|b| *b == b' ') {
+            Some(i) => &text[i + 1..],
+            None => text,
         }
     }
 
@@ -189,7 +184,7 @@ impl Body {
 
     /// `header ++ body` tokens.
     pub fn len(&self) -> usize {
-        self.header.len() + self.tokens.len()
+        self.header.len() + self.tokens.ids().len()
     }
 
     /// The tokens at positions `from..to` of `header ++ body`.
@@ -200,7 +195,7 @@ impl Body {
                 if i < h {
                     self.header[i]
                 } else {
-                    self.tokens[i - h]
+                    self.tokens.ids()[i - h]
                 }
             })
             .collect()
@@ -236,7 +231,7 @@ impl Body {
     /// Append one model token (its text must continue the body); returns the channel-0 events it
     /// completed (absolute ticks, tentative).
     pub fn push_token(&mut self, id: u32) -> Result<Vec<NoteEvent>> {
-        let bytes = self.table.bytes(id).to_vec();
+        let bytes = self.tokens.bytes_of(id).to_vec();
         ensure!(!bytes.is_empty(), "token {id} has no text");
         let (mut g, mut item) = (self.grammar, self.item);
         let mut done = Vec::new();
@@ -254,9 +249,7 @@ impl Body {
             }
         }
         (self.grammar, self.item) = (g, item);
-        self.text.extend_from_slice(&bytes);
         self.tokens.push(id);
-        self.ends.push(self.text.len());
         for e in &done {
             self.end.note(e);
             self.events.push(CtxEvent {
@@ -270,19 +263,7 @@ impl Body {
 
     /// Tokenize body text (which starts at a word start) and check its bytes round-trip.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        if text.is_empty() {
-            return Ok(Vec::new());
-        }
-        let enc = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| anyhow::anyhow!("tokenizing {text:?}: {e}"))?;
-        let ids = enc.get_ids().to_vec();
-        ensure!(
-            self.table.text_of(&ids) == text.as_bytes(),
-            "the tokenizer does not round-trip {text:?}: is it a ByteLevel tokenizer that splits at spaces?"
-        );
-        Ok(ids)
+        self.tokens.encode(text)
     }
 
     // ---- release -----------------------------------------------------------------------------
@@ -323,7 +304,7 @@ impl Body {
     /// Drop the time words after the last event; None if there are none.
     pub fn drop_trailing_time(&mut self) -> Result<Option<Edit>> {
         let new_text = self.serialize();
-        if new_text == self.text {
+        if new_text == self.tokens.text() {
             return Ok(None);
         }
         self.replace_text(new_text).map(Some)
@@ -351,45 +332,7 @@ impl Body {
 
     /// Replace the body text, keeping the longest token prefix that still holds.
     fn replace_text(&mut self, new_text: Vec<u8>) -> Result<Edit> {
-        let d = self
-            .text
-            .iter()
-            .zip(&new_text)
-            .take_while(|(a, b)| a == b)
-            .count();
-        // The last word start at or before `d` that is also a token boundary of the old body.
-        let mut b = word_start_at_or_before(&new_text, d);
-        let k = loop {
-            let k = self.ends.partition_point(|&e| e <= b);
-            let end_k = if k == 0 { 0 } else { self.ends[k - 1] };
-            if end_k == b {
-                break k;
-            }
-            b = word_start_at_or_before(&new_text, end_k);
-        };
-        let suffix = std::str::from_utf8(&new_text[b..]).context("body text is not UTF-8")?;
-        let enc = self.encode(suffix)?;
-        let old_len = self.tokens.len();
-        let mut p = k;
-        while p < old_len && p - k < enc.len() && self.tokens[p] == enc[p - k] {
-            p += 1;
-        }
-        let mut tokens = self.tokens[..k].to_vec();
-        tokens.extend_from_slice(&enc);
-        let mut ends = self.ends[..k].to_vec();
-        let mut at = b;
-        for &id in &enc {
-            at += self.table.bytes(id).len();
-            ends.push(at);
-        }
-        let edit = Edit {
-            kept: p,
-            cut: p < old_len,
-            refed: tokens.len() - p,
-        };
-        self.tokens = tokens;
-        self.ends = ends;
-        self.text = new_text;
+        let edit = self.tokens.replace(new_text)?;
         self.rebuild_state()?;
         Ok(edit)
     }
@@ -398,11 +341,12 @@ impl Body {
     fn rebuild_state(&mut self) -> Result<()> {
         let mut g = GrammarState::resume(self.params, 0, self.base.notes, LastWord::Header, true);
         let mut item = PartialItem::default();
-        for (i, &b) in self.text.iter().enumerate() {
+        let text = self.tokens.text();
+        for (i, &b) in text.iter().enumerate() {
             if item.read(&mut g, b).is_err() {
                 bail!(
                     "internal: the context body is not valid event text at byte {i}: {:?}",
-                    String::from_utf8_lossy(&self.text)
+                    String::from_utf8_lossy(text)
                 );
             }
         }
@@ -438,37 +382,8 @@ impl Body {
         self.committed.extend(cut_off);
         self.committed.sort();
         self.events.retain(|e| e.event.tick >= cut.tick);
-        self.tokens.drain(..cut.token);
-        self.ends.drain(..cut.token);
-        for e in &mut self.ends {
-            *e -= cut.byte;
-        }
-        self.text.drain(..cut.byte);
+        self.tokens.drain_to(cut);
         self.base_tick = cut.tick;
         self.rebuild_state()
-    }
-}
-
-/// The last word start (a space, or 0) at or before `d`.
-fn word_start_at_or_before(text: &[u8], d: usize) -> usize {
-    let d = d.min(text.len());
-    if d < text.len() && text[d] == b' ' {
-        return d;
-    }
-    text[..d].iter().rposition(|b| *b == b' ').unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn word_starts() {
-        let t = b" 0+060e P_12 P_2";
-        assert_eq!(word_start_at_or_before(t, 0), 0);
-        assert_eq!(word_start_at_or_before(t, 7), 7);
-        assert_eq!(word_start_at_or_before(t, 10), 7);
-        assert_eq!(word_start_at_or_before(t, 16), 12);
-        assert_eq!(word_start_at_or_before(t, 99), 12);
     }
 }

@@ -1,18 +1,18 @@
 //! The decoder: the token context the model sees and the sampling over it. [`Context`] is the
 //! facade the session drives; docs/ENGINE.md "The decoder's modules" maps who calls whom.
 //!
-//! - [`body`]: the header and the body's text, tokens, byte ends and events, kept in agreement,
-//!   and the human prefix cut (a tokenizer, no model);
-//! - [`flush`]: the KV-cache policy — keeping the live cache up to date, the periodic flush and
+//! - `body`: the header and the body's text, tokens, byte ends and events, kept in agreement,
+//!   and the human prefix cut (a tokenizer, no model; its text and tokens in `body/tokens.rs`);
+//! - `flush`: the KV-cache policy — keeping the live cache up to date, the periodic flush and
 //!   its pacing;
-//! - [`cache`]: the live and spare KV caches, the forward pass, timing;
+//! - `cache`: the live and spare KV caches, the forward pass, timing;
 //! - [`vocab`]: every token's text and the vocabulary trie;
 //! - [`mask`]: the policy, the mask state, deadlines and the fallback;
 //! - [`sample`]: temperature and top-p.
 
-pub mod body;
-pub mod cache;
-pub mod flush;
+mod body;
+mod cache;
+mod flush;
 pub mod mask;
 pub mod sample;
 pub mod vocab;

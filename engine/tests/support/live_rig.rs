@@ -73,10 +73,9 @@ pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
-type Probe = AsyncClient<
-    (),
-    ClosureProcessHandler<(), Box<dyn FnMut(&Client, &ProcessScope) -> Control + Send>>,
->;
+/// A probe's process callback.
+type Callback = Box<dyn FnMut(&Client, &ProcessScope) -> Control + Send>;
+type Probe = AsyncClient<(), ClosureProcessHandler<(), Callback>>;
 
 /// One server at a time: the server is chosen through the environment (JACK_DEFAULT_SERVER),
 /// which all the tests of a binary share.
@@ -137,25 +136,24 @@ impl Rig {
         let (src, _) = Client::new("probe-src", ClientOptions::NO_START_SERVER).unwrap();
         let mut src_out = src.register_port("out", MidiOut::default()).unwrap();
         let src_sched = schedule.clone();
-        let play: Box<dyn FnMut(&Client, &ProcessScope) -> Control + Send> =
-            Box::new(move |_: &Client, ps: &ProcessScope| {
-                let start = u64::from(ps.last_frame_time());
-                let end = start + u64::from(ps.n_frames());
-                let mut w = src_out.writer(ps);
-                if let Ok(mut s) = src_sched.try_lock() {
-                    while let Some((f, msg)) = s.first().cloned() {
-                        if f >= end {
-                            break;
-                        }
-                        let _ = w.write(&RawMidi {
-                            time: (f.max(start) - start) as u32,
-                            bytes: &msg,
-                        });
-                        s.remove(0);
+        let play: Callback = Box::new(move |_: &Client, ps: &ProcessScope| {
+            let start = u64::from(ps.last_frame_time());
+            let end = start + u64::from(ps.n_frames());
+            let mut w = src_out.writer(ps);
+            if let Ok(mut s) = src_sched.try_lock() {
+                while let Some((f, msg)) = s.first().cloned() {
+                    if f >= end {
+                        break;
                     }
+                    let _ = w.write(&RawMidi {
+                        time: (f.max(start) - start) as u32,
+                        bytes: &msg,
+                    });
+                    s.remove(0);
                 }
-                Control::Continue
-            });
+            }
+            Control::Continue
+        });
         let src = src
             .activate_async((), ClosureProcessHandler::new(play))
             .unwrap();
@@ -163,15 +161,14 @@ impl Rig {
         let (sink, _) = Client::new("probe-sink", ClientOptions::NO_START_SERVER).unwrap();
         let sink_in = sink.register_port("in", MidiIn::default()).unwrap();
         let sink_heard = heard.clone();
-        let listen: Box<dyn FnMut(&Client, &ProcessScope) -> Control + Send> =
-            Box::new(move |_: &Client, ps: &ProcessScope| {
-                let start = u64::from(ps.last_frame_time());
-                let mut h = sink_heard.lock().unwrap();
-                for m in sink_in.iter(ps) {
-                    h.push((start + u64::from(m.time), m.bytes.to_vec()));
-                }
-                Control::Continue
-            });
+        let listen: Callback = Box::new(move |_: &Client, ps: &ProcessScope| {
+            let start = u64::from(ps.last_frame_time());
+            let mut h = sink_heard.lock().unwrap();
+            for m in sink_in.iter(ps) {
+                h.push((start + u64::from(m.time), m.bytes.to_vec()));
+            }
+            Control::Continue
+        });
         let sink = sink
             .activate_async((), ClosureProcessHandler::new(listen))
             .unwrap();
