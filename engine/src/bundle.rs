@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
+use crate::decode::SamplingParams;
 use crate::model::Olmo2Config;
-use crate::sampler::SamplingParams;
 
 /// `midicopilot.json`'s `format` value.
 pub const BUNDLE_FORMAT: &str = "midicopilot-bundle";

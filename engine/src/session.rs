@@ -19,13 +19,12 @@ use anyhow::{ensure, Context as _, Result};
 use tokenizers::Tokenizer;
 
 use crate::bundle::{Bundle, PlayDefaults};
-use crate::context::{Context, ContextConfig, ContextStats};
+use crate::decode::{
+    allowed_tokens, fallback_text, grammar_only_tokens, Context, ContextConfig, ContextStats,
+    Deadlines, MaskState, Policy, Sampler, SamplingParams, TokenTable, VocabTrie,
+};
 use crate::events::{EventKind, LanguageParams, NoteEvent};
 use crate::model::Olmo2;
-use crate::sampler::{
-    allowed_tokens, fallback_text, grammar_only_tokens, Deadlines, MaskState, Policy, Sampler,
-    SamplingParams, TokenTable, VocabTrie,
-};
 
 /// How the session plays.
 #[derive(Debug, Clone, Copy, PartialEq)]

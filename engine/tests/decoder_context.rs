@@ -1,13 +1,12 @@
 //! The context and KV-cache policy on a real (random-weights) model: a prefix cut and a flush
 //! both leave a cache whose next-token logits equal a fresh prefill of the new context.
 
-mod decoder_support;
+mod support;
 
-use decoder_support::*;
-use midicopilot_engine::context::{Context, ContextConfig};
+use midicopilot_engine::decode::{Context, ContextConfig, Policy, Sampler, SamplingParams};
 use midicopilot_engine::events::{LanguageParams, NoteEvent};
-use midicopilot_engine::sampler::{Policy, Sampler, SamplingParams};
 use midicopilot_engine::session::{Engine, Session, SessionConfig};
+use support::*;
 
 const TOLERANCE: f32 = 1e-4;
 

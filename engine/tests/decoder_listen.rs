@@ -3,11 +3,11 @@
 //! nothing; a wait runs out when the band does not come, and the model goes on from "now"; the
 //! band's events end a wait; nothing the model writes is ever before now.
 
-mod decoder_support;
+mod support;
 
-use decoder_support::*;
 use midicopilot_engine::events::{LanguageParams, NoteEvent};
 use midicopilot_engine::session::{Session, SessionConfig};
+use support::*;
 
 fn session(seed: u64, listen: bool) -> Session {
     let loaded = engine(0);

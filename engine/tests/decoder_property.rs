@@ -5,13 +5,12 @@
 //! Thousands of tokens, several sampling settings, with and without real human input, with
 //! contexts small enough to force prefix cuts and flushes.
 
-mod decoder_support;
+mod support;
 
-use decoder_support::*;
-use midicopilot_engine::context::ContextConfig;
+use midicopilot_engine::decode::{ContextConfig, Policy, SamplingParams};
 use midicopilot_engine::events::{events_to_text, parse_text, EventKind, NoteEvent};
-use midicopilot_engine::sampler::{Policy, SamplingParams};
 use midicopilot_engine::session::{Session, SessionConfig};
+use support::*;
 
 struct Case {
     name: &'static str,

@@ -2,14 +2,14 @@
 //! human parts and the model's channel 0; reproducible for a seed on the virtual clock; one-line
 //! errors.
 
-mod decoder_support;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use decoder_support::*;
 use midicopilot_engine::events::{encode_midi_bytes, events_to_midi, LanguageParams, NoteEvent};
 use midly::{MidiMessage, Smf, TrackEventKind};
+use support::*;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_midicopilot-engine"))

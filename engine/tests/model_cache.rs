@@ -4,7 +4,7 @@
 //! misuse is an error (never a panic), and one model serves several caches on several threads.
 //! Parity with transformers itself is tests/test_engine_parity.py.
 
-mod decoder_support;
+mod support;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -17,7 +17,7 @@ const TOLERANCE: f32 = 1e-4;
 
 /// A random bundle (vocabulary 512, hidden 64, 2 layers, 4 heads on 2 key heads), made once.
 fn bundle_dir() -> PathBuf {
-    decoder_support::random_bundle_with(5, 640)
+    support::random_bundle_with(5, 640)
 }
 
 fn model() -> Arc<Olmo2> {

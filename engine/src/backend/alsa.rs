@@ -26,8 +26,9 @@ use anyhow::{bail, Context as _, Result};
 use regex::Regex;
 use serde::Serialize;
 
+use crate::events::NoteSet;
 use crate::live::clock::TempoSource;
-use crate::live::ports::{Classified, InputFilter, InputMode, NoteSet};
+use crate::live::ports::{Classified, InputFilter, InputMode};
 use crate::live::report::{self, LiveReport, StopReason};
 use crate::live::stats::{Histogram, RtStats};
 use crate::live::supervise::{wait_for_stop, Decoder, StopWhen, Timing};

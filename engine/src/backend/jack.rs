@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use jack::{Client, ClientOptions, ClientStatus, Control, MidiIn, MidiOut, NotificationHandler};
 
+use crate::events::NoteSet;
 use crate::live::alloc_guard;
 use crate::live::clock::{TempoMap, TempoSource};
-use crate::live::ports::{InputFilter, InputSpec, NoteSet};
+use crate::live::ports::{InputFilter, InputSpec};
 use crate::live::report::{self, LiveReport};
 use crate::live::rt::RtProcess;
 use crate::live::supervise::{wait_for_stop, Decoder, StopWhen, Timing};

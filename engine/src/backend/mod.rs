@@ -5,8 +5,12 @@
 //! `advance(now)` and plays what it releases, and calls `stop` at the end.
 //!
 //! - [`file`]: offline render of a MIDI file, with a virtual clock (reproducible for a seed) or
-//!   the wall clock (to measure lateness).
+//!   the wall clock (to measure lateness);
+//! - [`jack`]: the live JACK client (its threads are [`crate::live`]);
+//! - [`alsa`]: the live ALSA sequencer client, through midir.
+//!
+//! docs/ENGINE.md and docs/LIVE.md.
 
 pub mod alsa;
 pub mod file;
-pub mod jack; // the live JACK client (live helper; see crate::live) // the live ALSA sequencer client through midir (set-list helper)
+pub mod jack;

@@ -9,10 +9,10 @@ use anyhow::{ensure, Context as _, Result};
 
 use crate::backend::file::{output_midi, render, Clock, RenderOptions};
 use crate::bundle::Bundle;
-use crate::context::ContextConfig;
+use crate::decode::ContextConfig;
+use crate::decode::Policy;
 use crate::events::parts::{human_part, Layout};
 use crate::model::{ModelOptions, Olmo2, WeightFormat};
-use crate::sampler::Policy;
 use crate::session::{Engine, Session, SessionConfig};
 use crate::tempo::{MAX_BPM, MIN_BPM};
 

@@ -8,7 +8,8 @@
 //! for a note that is not sounding, no note-on for one that is, no empty instant, no two instants
 //! without time between. A state is `Copy` (about 300 bytes) and `feed` never allocates.
 
-use super::stream::{time_class, time_may_follow, LastWord, Sounding, StreamDecoder};
+use super::item::{hex_digit, NoteSet};
+use super::stream::{time_class, time_may_follow, LastWord, StreamDecoder};
 use super::{EventKind, LanguageParams, NoteEvent};
 
 /// Where a rejected byte is: its offset in the bytes given to `feed`, and its value.
@@ -103,7 +104,7 @@ impl Grammar {
 
     /// Right after a header (metadata words): a space comes first.
     pub fn after_header(&self) -> GrammarState {
-        GrammarState::resume(self.params, 0, Sounding::default(), LastWord::Header, true)
+        GrammarState::resume(self.params, 0, NoteSet::default(), LastWord::Header, true)
     }
 }
 
@@ -114,7 +115,7 @@ pub struct GrammarState {
     max_grid: u32,
     last_letter: u8,
     tick: u64,
-    sounding: Sounding,
+    sounding: NoteSet,
     last: LastWord,
     pos: Pos,
     channel_filter: u16,
@@ -128,7 +129,7 @@ impl GrammarState {
             max_grid: params.max_grid(),
             last_letter: params.last_velocity_letter(),
             tick: 0,
-            sounding: Sounding::default(),
+            sounding: NoteSet::default(),
             last: LastWord::Header,
             pos: Pos::Boundary,
             channel_filter: 0xFFFF,
@@ -141,7 +142,7 @@ impl GrammarState {
     pub fn resume(
         params: LanguageParams,
         tick: u64,
-        sounding: Sounding,
+        sounding: NoteSet,
         last: LastWord,
         need_space: bool,
     ) -> Self {
@@ -168,7 +169,7 @@ impl GrammarState {
     /// Built from decoded context events: `events` sorted, the text's last word an instant at
     /// the last event's tick (or the header when there are none); the text ends after it.
     pub fn from_events_prefix(params: LanguageParams, events: &[NoteEvent]) -> Self {
-        let mut sounding = Sounding::default();
+        let mut sounding = NoteSet::default();
         for e in events {
             match e.kind {
                 EventKind::On { .. } => sounding.insert(e.channel, e.pitch),
@@ -217,7 +218,7 @@ impl GrammarState {
     }
 
     /// Sounding notes, counting the complete items of the instant being read.
-    pub fn sounding(&self) -> &Sounding {
+    pub fn sounding(&self) -> &NoteSet {
         &self.sounding
     }
 
@@ -471,7 +472,7 @@ impl GrammarState {
                     true
                 }
                 b'0'..=b'9' | b'a'..=b'f' => {
-                    let ch = hex(b);
+                    let ch = hex_digit(b).unwrap_or(0);
                     if self.last == LastWord::Instant
                         || !self.item_feasible(None, Some(ch), None, 0, 127)
                     {
@@ -554,7 +555,7 @@ impl GrammarState {
                     true
                 }
                 b'0'..=b'9' | b'a'..=b'f' => {
-                    let ch = hex(b);
+                    let ch = hex_digit(b).unwrap_or(0);
                     self.item_feasible(last, Some(ch), None, 0, 127)
                         && set(self, items, last, Partial::Channel { ch })
                 }
@@ -649,13 +650,6 @@ impl GrammarState {
                 )
             }
         }
-    }
-}
-
-fn hex(b: u8) -> u8 {
-    match b {
-        b'0'..=b'9' => b - b'0',
-        _ => b - b'a' + 10,
     }
 }
 

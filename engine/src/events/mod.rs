@@ -6,9 +6,11 @@
 //! - [`parts`] lays a file's parts out on channels 1–15 as the human side of a session;
 //! - [`text`] writes and strictly parses the text;
 //! - [`stream`] is the live side: a streaming encoder and a word-at-a-time decoder;
-//! - [`grammar`] is a byte-level acceptor of the text body, for the engine's sampling mask.
+//! - [`grammar`] is a byte-level acceptor of the text body, for the engine's sampling mask;
+//! - [`item`] is the codec of items, time words and note sets that all of these share.
 
 pub mod grammar;
+pub mod item;
 pub mod midi;
 pub mod params;
 pub mod parts;
@@ -19,14 +21,14 @@ pub mod text;
 use std::cmp::Ordering;
 
 pub use grammar::{Grammar, GrammarState, Reject};
+pub use item::{time_words, NoteSet};
 pub use midi::{
     encode_file, encode_midi_bytes, events_to_midi, events_to_midi_until, notes_from_smf, Note,
 };
 pub use params::{bin_of_velocity, velocity_of_bin, LanguageParams, LANGUAGE_VERSION};
-pub use stream::{LastWord, Sounding, StreamDecoder, StreamEncoder};
+pub use stream::{LastWord, StreamDecoder, StreamEncoder};
 pub use text::{
-    events_to_text, meta_token, meta_word_is_valid, parse_text, parse_text_full, time_words,
-    ParsedText,
+    events_to_text, meta_token, meta_word_is_valid, parse_text, parse_text_full, ParsedText,
 };
 
 /// Everything that can go wrong reading a MIDI file or a text of the event language.

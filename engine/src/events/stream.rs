@@ -1,52 +1,11 @@
 //! The live side of the language (FORMAT.md "Streaming"): a streaming encoder for incoming note
 //! events and a word-at-a-time decoder for the model's output.
 
-use super::text::{for_each_time_word, meta_word_is_valid, push_item};
+use super::item::{
+    for_each_time_word, hex_digit, item_text, parse_item_at, push_item, time_word_value, NoteSet,
+};
+use super::text::meta_word_is_valid;
 use super::{EventError, EventKind, LanguageParams, NoteEvent, WordError};
-
-/// The set of sounding (channel, pitch): one 128-bit set per channel.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Sounding(pub [u128; 16]);
-
-impl Sounding {
-    pub fn contains(&self, channel: u8, pitch: u8) -> bool {
-        channel < 16 && pitch < 128 && self.0[usize::from(channel)] >> pitch & 1 == 1
-    }
-
-    pub fn insert(&mut self, channel: u8, pitch: u8) {
-        if channel < 16 && pitch < 128 {
-            self.0[usize::from(channel)] |= 1u128 << pitch;
-        }
-    }
-
-    pub fn remove(&mut self, channel: u8, pitch: u8) {
-        if channel < 16 && pitch < 128 {
-            self.0[usize::from(channel)] &= !(1u128 << pitch);
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.iter().all(|c| *c == 0)
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.iter().map(|c| c.count_ones() as usize).sum()
-    }
-
-    /// The sounding pitches of one channel.
-    pub fn channel(&self, channel: u8) -> u128 {
-        self.0.get(usize::from(channel)).copied().unwrap_or(0)
-    }
-
-    /// Every sounding (channel, pitch), in (channel, pitch) order.
-    pub fn iter(&self) -> impl Iterator<Item = (u8, u8)> + '_ {
-        (0..16u8).flat_map(move |ch| {
-            (0..128u8)
-                .filter(move |p| self.0[usize::from(ch)] >> p & 1 == 1)
-                .map(move |p| (ch, p))
-        })
-    }
-}
 
 /// What the last word of a text was; decides what may come next.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -96,7 +55,7 @@ pub(crate) fn time_may_follow(last: LastWord, next: LastWord) -> bool {
 pub struct StreamDecoder {
     params: LanguageParams,
     tick: u64,
-    sounding: Sounding,
+    sounding: NoteSet,
     last: LastWord,
 }
 
@@ -114,13 +73,13 @@ impl StreamDecoder {
         StreamDecoder {
             params,
             tick: 0,
-            sounding: Sounding::default(),
+            sounding: NoteSet::default(),
             last: LastWord::Header,
         }
     }
 
     /// A decoder continuing a text whose words so far left this state.
-    pub fn resume(params: LanguageParams, tick: u64, sounding: Sounding, last: LastWord) -> Self {
+    pub fn resume(params: LanguageParams, tick: u64, sounding: NoteSet, last: LastWord) -> Self {
         StreamDecoder {
             params,
             tick,
@@ -138,7 +97,7 @@ impl StreamDecoder {
         self.tick
     }
 
-    pub fn sounding(&self) -> &Sounding {
+    pub fn sounding(&self) -> &NoteSet {
         &self.sounding
     }
 
@@ -200,12 +159,9 @@ impl StreamDecoder {
             let mut out = Vec::with_capacity(b.len() / 5);
             let mut i = 0;
             while i < b.len() {
-                let (e, next) = parse_item(b, i, &self.params).map_err(|e| word_err(word, e))?;
+                let (e, next) = parse_item_at(b, i, self.tick, self.params.last_velocity_letter())
+                    .map_err(|e| word_err(word, e))?;
                 i = next;
-                let e = NoteEvent {
-                    tick: self.tick,
-                    ..e
-                };
                 let key = e.item_key();
                 if prev.is_some_and(|p| p >= key) {
                     return Err(word_err(word, WordError::Unsorted(item_text(&e))));
@@ -236,64 +192,6 @@ impl StreamDecoder {
     }
 }
 
-fn item_text(e: &NoteEvent) -> String {
-    let mut s = String::new();
-    push_item(&mut s, e);
-    s
-}
-
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
-}
-
-/// `P_` then 1–6 digits without a leading zero: the value (whether or not the language has it).
-fn time_word_value(b: &[u8]) -> Option<u64> {
-    let digits = b.strip_prefix(b"P_")?;
-    if digits.is_empty() || digits.len() > 6 || digits[0] == b'0' {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, d| {
-        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
-    })
-}
-
-/// One item of an instant word starting at byte `i` (tick 0): the event and the next offset.
-fn parse_item(
-    b: &[u8],
-    i: usize,
-    params: &LanguageParams,
-) -> Result<(NoteEvent, usize), WordError> {
-    let channel = hex_digit(b[i]);
-    let sign = b.get(i + 1).copied();
-    let digits = b.get(i + 2..i + 5);
-    let (Some(channel), Some(sign @ (b'+' | b'-')), Some(digits)) = (channel, sign, digits) else {
-        return Err(WordError::Malformed(i));
-    };
-    if !digits.iter().all(u8::is_ascii_digit) {
-        return Err(WordError::Malformed(i));
-    }
-    let pitch = digits
-        .iter()
-        .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
-    if pitch > 127 {
-        return Err(WordError::PitchRange(pitch));
-    }
-    let pitch = pitch as u8;
-    if sign == b'-' {
-        return Ok((NoteEvent::off(0, channel, pitch), i + 5));
-    }
-    match b.get(i + 5) {
-        Some(v) if (b'a'..=params.last_velocity_letter()).contains(v) => {
-            Ok((NoteEvent::on(0, channel, pitch, v - b'a'), i + 6))
-        }
-        _ => Err(WordError::Velocity(i + 5)),
-    }
-}
-
 /// A streaming encoder: fed note events in tick order, it writes time words and each instant word
 /// once a later tick (or [`flush`](Self::flush)) closes it.
 ///
@@ -313,7 +211,7 @@ pub struct StreamEncoder {
     pending_tick: Option<u64>,
     pending: Vec<NoteEvent>,
     /// Sounding notes once the pending instant is written.
-    sounding: Sounding,
+    sounding: NoteSet,
     /// Note-offs moved to `pending_tick + 1`.
     deferred: Vec<(u8, u8)>,
 }
@@ -328,7 +226,7 @@ impl StreamEncoder {
             nonempty: false,
             pending_tick: None,
             pending: Vec::new(),
-            sounding: Sounding::default(),
+            sounding: NoteSet::default(),
             deferred: Vec::new(),
         }
     }
@@ -339,7 +237,7 @@ impl StreamEncoder {
     pub fn resume(
         params: LanguageParams,
         tick: u64,
-        sounding: Sounding,
+        sounding: NoteSet,
         instant_at_tick: bool,
     ) -> Self {
         StreamEncoder {
@@ -352,7 +250,7 @@ impl StreamEncoder {
     }
 
     /// Sounding notes, counting the pending instant.
-    pub fn sounding(&self) -> &Sounding {
+    pub fn sounding(&self) -> &NoteSet {
         &self.sounding
     }
 
@@ -563,7 +461,7 @@ mod tests {
 
     #[test]
     fn encoder_moves_a_same_tick_off_one_tick_later() {
-        let mut e = StreamEncoder::resume(p(), 0, Sounding::default(), false);
+        let mut e = StreamEncoder::resume(p(), 0, NoteSet::default(), false);
         let mut text = String::new();
         text += &e.push(NoteEvent::on(5, 9, 36, 7)).unwrap();
         text += &e.push(NoteEvent::off(5, 9, 36)).unwrap();

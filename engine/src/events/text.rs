@@ -2,48 +2,9 @@
 
 use std::fmt::Write as _;
 
+use super::item::{for_each_time_word, push_item};
 use super::stream::StreamDecoder;
-use super::{EventError, EventKind, LanguageParams, NoteEvent};
-
-/// The canonical time words for a delta `d` (FORMAT.md "Time words"): `P_<max_grid>` repeated
-/// `⌊g / max_grid⌋` times with `g = d − (d mod grid)`, then `P_<g mod max_grid>` if non-zero,
-/// then `P_<d mod grid>` if non-zero. A zero delta gives no words.
-pub fn time_words(delta: u64, params: &LanguageParams) -> Vec<String> {
-    let mut out = Vec::new();
-    for_each_time_word(delta, params, |n| out.push(format!("P_{n}")));
-    out
-}
-
-/// Calls `f` with the value of each canonical time word of `delta`, in order.
-pub fn for_each_time_word(delta: u64, params: &LanguageParams, mut f: impl FnMut(u64)) {
-    let grid = u64::from(params.grid().max(1));
-    let max_grid = u64::from(params.max_grid().max(1));
-    let offset = delta % grid;
-    let g = delta - offset;
-    for _ in 0..g / max_grid {
-        f(max_grid);
-    }
-    if !g.is_multiple_of(max_grid) {
-        f(g % max_grid);
-    }
-    if offset != 0 {
-        f(offset);
-    }
-}
-
-/// Append one instant item (`1-064` or `0+060e`) to `out`.
-pub fn push_item(out: &mut String, e: &NoteEvent) {
-    let ch = char::from_digit(u32::from(e.channel & 0x0F), 16).unwrap_or('0');
-    match e.kind {
-        EventKind::Off => {
-            let _ = write!(out, "{ch}-{:03}", e.pitch);
-        }
-        EventKind::On { velocity_bin } => {
-            let v = char::from(b'a' + velocity_bin.min(25));
-            let _ = write!(out, "{ch}+{:03}{v}", e.pitch);
-        }
-    }
-}
+use super::{EventError, LanguageParams, NoteEvent};
 
 /// Whether `word` is a metadata word `[KIND_NAME]`: KIND a capital letter then capitals and
 /// digits, NAME capitals, digits and `_` (the Python side's `\[[A-Z][A-Z0-9]*_[A-Z0-9_]+\]`).
@@ -177,6 +138,7 @@ pub fn parse_text(
 
 #[cfg(test)]
 mod tests {
+    use super::super::item::time_words;
     use super::*;
 
     fn words(d: u64) -> String {

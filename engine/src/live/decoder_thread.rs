@@ -28,10 +28,9 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::clock::{Follower, TempoStats};
-use super::ports::NoteSet;
 use super::switch::{ControlStats, LoopState, Switcher};
 use super::{InEvent, InKind, OutEvent, Shared};
-use crate::events::{bin_of_velocity, velocity_of_bin, EventKind, NoteEvent};
+use crate::events::{bin_of_velocity, velocity_of_bin, EventKind, NoteEvent, NoteSet};
 use crate::session::{Session, SessionStats};
 use crate::tempo::Tempo;
 

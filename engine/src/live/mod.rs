@@ -1,5 +1,4 @@
-//! The live JACK client: two threads with different rules (docs/LIVE.md, architecture.md
-//! "Inference").
+//! The live JACK client: two threads with different rules (docs/LIVE.md).
 //!
 //! - [`rt`]: THE process callback. Reads the input ports with their frame offsets, keeps note
 //!   events (and clock messages, as tempo information only), stamps each with its absolute
@@ -16,14 +15,14 @@
 
 pub mod alloc_guard;
 pub mod clock;
-pub mod control; // the control channel on stdin/stdout (set-list helper)
+pub mod control; // the control channel on stdin/stdout
 pub mod decoder_thread;
 pub mod ports;
 pub mod report;
 pub mod rt;
 pub mod stats;
 pub mod supervise;
-pub mod switch; // switching songs mid-set (set-list helper)
+pub mod switch; // switching songs mid-set
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 

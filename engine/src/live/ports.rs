@@ -20,6 +20,7 @@
 use anyhow::{bail, Result};
 
 use super::{InKind, MODEL_CHANNEL};
+use crate::events::NoteSet;
 
 /// Where a pass-through input's channel 0 goes.
 pub const PASS_CHANNEL_0_TO: u8 = 1;
@@ -127,54 +128,6 @@ pub enum Classified {
     Merged,
     /// A note-off of a note that is not sounding.
     Unmatched,
-}
-
-/// 16 channels × 128 pitches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NoteSet([[u64; 2]; 16]);
-
-impl NoteSet {
-    #[inline]
-    pub fn contains(&self, channel: u8, pitch: u8) -> bool {
-        let (c, w, b) = Self::at(channel, pitch);
-        self.0[c][w] & (1 << b) != 0
-    }
-    #[inline]
-    pub fn insert(&mut self, channel: u8, pitch: u8) {
-        let (c, w, b) = Self::at(channel, pitch);
-        self.0[c][w] |= 1 << b;
-    }
-    #[inline]
-    pub fn remove(&mut self, channel: u8, pitch: u8) {
-        let (c, w, b) = Self::at(channel, pitch);
-        self.0[c][w] &= !(1 << b);
-    }
-    #[inline]
-    fn at(channel: u8, pitch: u8) -> (usize, usize, u32) {
-        let p = pitch & 0x7f;
-        (
-            usize::from(channel & 0x0f),
-            usize::from(p >> 6),
-            u32::from(p & 63),
-        )
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.iter().all(|c| c[0] == 0 && c[1] == 0)
-    }
-    /// Pitches sounding on `channel`, ascending (no allocation).
-    pub fn pitches(&self, channel: u8) -> impl Iterator<Item = u8> + '_ {
-        let c = usize::from(channel & 0x0f);
-        (0u8..128).filter(move |&p| self.0[c][usize::from(p >> 6)] & (1 << (p & 63)) != 0)
-    }
-    pub fn clear_channel(&mut self, channel: u8) {
-        self.0[usize::from(channel & 0x0f)] = [0, 0];
-    }
-    pub fn len(&self) -> usize {
-        self.0
-            .iter()
-            .map(|c| (c[0].count_ones() + c[1].count_ones()) as usize)
-            .sum()
-    }
 }
 
 /// The human notes sounding, as the decoder thread has been told (see the module docs).

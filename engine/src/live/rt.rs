@@ -23,9 +23,10 @@ use std::time::Instant;
 use jack::{Client, Control, MidiIn, MidiOut, Port, ProcessHandler, ProcessScope, RawMidi};
 
 use super::alloc_guard::RtSection;
-use super::ports::{Classified, InputFilter, InputMode, NoteSet};
+use super::ports::{Classified, InputFilter, InputMode};
 use super::stats::RtStats;
 use super::{FrameClock, InEvent, InKind, OutEvent, Shared, TransportSnapshot, MODEL_CHANNEL};
+use crate::events::NoteSet;
 
 pub struct RtProcess {
     pub inputs: Vec<(Port<MidiIn>, InputMode)>,

@@ -34,10 +34,10 @@ use super::clock::{Follower, TempoMap, TempoSource};
 use super::control::{Status, SwitchRequest};
 use super::OutEvent;
 use crate::bundle::{Bundle, PlayDefaults};
-use crate::context::ContextConfig;
+use crate::decode::ContextConfig;
+use crate::decode::Policy;
 use crate::events::LanguageParams;
 use crate::model::{ModelOptions, Olmo2, WeightFormat};
-use crate::sampler::Policy;
 use crate::session::{Engine, Session, SessionConfig, SessionStats};
 use crate::tempo::{Tempo, MAX_BPM, MIN_BPM};
 

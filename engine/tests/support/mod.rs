@@ -1,8 +1,11 @@
 //! Shared by the decoder tests: real random-weights bundles made by the project's own fixture
 //! (`tests/engine_fixtures.py::make_random_bundle`, real transformers + tokenizers), real MIDI
-//! files from the music21 package, and helpers that drive a context by hand.
+//! files from the music21 package, and helpers that drive a context by hand; and [`live_rig`],
+//! a real JACK server with a rig around the engine's real-time callback.
 
 #![allow(dead_code)]
+
+pub mod live_rig;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,10 +13,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::Device;
 use midicopilot_engine::bundle::Bundle;
-use midicopilot_engine::context::Context;
+use midicopilot_engine::decode::{allowed_tokens, Context, MaskState, Policy, Sampler};
 use midicopilot_engine::events::{encode_midi_bytes, LanguageParams, NoteEvent};
 use midicopilot_engine::model::Olmo2;
-use midicopilot_engine::sampler::{allowed_tokens, MaskState, Policy, Sampler};
 use midicopilot_engine::session::Engine;
 
 pub fn python() -> String {
