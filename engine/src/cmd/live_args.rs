@@ -11,8 +11,8 @@ use anyhow::{bail, ensure, Context as _, Result};
 use serde::Serialize;
 
 use crate::live::clock::TempoSource;
-use crate::live::switch::SessionSpec;
 use crate::model::WeightFormat;
+use crate::session::SessionSpec;
 
 #[derive(Debug, clap::Args)]
 pub struct LiveArgs {
