@@ -23,7 +23,7 @@ use anyhow::Result;
 
 pub use config::{SessionConfig, SessionStats};
 pub use engine::Engine;
-pub use spec::SessionSpec;
+pub use spec::{Release, SessionSpec};
 
 use crate::context::Context;
 use crate::events::{EventKind, NoteEvent};

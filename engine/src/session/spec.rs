@@ -1,5 +1,7 @@
-//! One [`SessionSpec`]: everything that shapes a session, as the `jack`/`alsa` flags, a
-//! set-list switch request and `render` spell it (docs/LIVE.md, "Switching").
+//! One [`SessionSpec`]: everything that shapes a session. `render`, `jack` and `alsa` build it
+//! from their flags, a set-list switch request is applied to it ([`SessionSpec::apply`]), and
+//! every session is built from it the same way ([`SessionSpec::session_config`],
+//! [`SessionSpec::build`]). Switching is explained in docs/LIVE.md, "Switching".
 
 use std::path::PathBuf;
 
@@ -14,7 +16,18 @@ use crate::model::{ModelOptions, Olmo2, WeightFormat};
 use crate::sampler::Policy;
 use crate::tempo::{MAX_BPM, MIN_BPM};
 
-/// Everything that shapes one session: the `jack`/`alsa` flags a switch can change.
+/// How events leave the session before they are due.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Release {
+    /// A live backend: the session releases at "now" and the backend hands events to its
+    /// output side this many milliseconds before they are due (its clock is frames, not ticks).
+    HorizonMs(f64),
+    /// A file render: the session releases this many ticks before they are due (`None`: a
+    /// sixth of a beat, at most the lookahead).
+    Ticks(Option<u64>),
+}
+
+/// Everything that shapes one session (the fields a switch request names, and how it runs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionSpec {
     pub bundle: PathBuf,
@@ -27,14 +40,17 @@ pub struct SessionSpec {
     pub seed: u64,
     pub context: usize,
     pub lookahead_ticks: Option<u64>,
-    pub release_horizon_ms: f64,
+    pub release: Release,
     pub max_note_ticks: Option<u64>,
     pub max_polyphony: Option<u32>,
     /// `None`: the bundle's recommendation, else f32.
     pub weights: Option<WeightFormat>,
     /// Where the model runs (`--device`; a switch keeps it).
     pub device: String,
-    pub steps_per_advance: usize,
+    /// Most tokens per `advance` (`None`: as many as the lookahead takes).
+    pub steps_per_advance: Option<usize>,
+    /// Listen to the band at the instants it may share (docs/ENGINE.md, "Listening").
+    pub listen: bool,
 }
 
 impl SessionSpec {
@@ -45,12 +61,12 @@ impl SessionSpec {
             "bpm {}: the tempo must be between {MIN_BPM} and {MAX_BPM}",
             self.bpm
         );
-        ensure!(
-            self.release_horizon_ms.is_finite()
-                && (0.0..=1000.0).contains(&self.release_horizon_ms),
-            "release_horizon_ms {}: expected 0 to 1000",
-            self.release_horizon_ms
-        );
+        if let Release::HorizonMs(ms) = self.release {
+            ensure!(
+                ms.is_finite() && (0.0..=1000.0).contains(&ms),
+                "release_horizon_ms {ms}: expected 0 to 1000"
+            );
+        }
         ensure!(
             self.context >= 32,
             "context {}: at least 32 tokens",
@@ -99,7 +115,9 @@ impl SessionSpec {
         }
         s.context = r.context.unwrap_or(s.context);
         s.lookahead_ticks = r.lookahead_ticks.or(s.lookahead_ticks);
-        s.release_horizon_ms = r.release_horizon_ms.unwrap_or(s.release_horizon_ms);
+        if let Some(ms) = r.release_horizon_ms {
+            s.release = Release::HorizonMs(ms);
+        }
         s.max_note_ticks = r.max_note_ticks.or(s.max_note_ticks);
         if let Some(n) = r.max_polyphony {
             s.max_polyphony = n;
@@ -110,8 +128,7 @@ impl SessionSpec {
         s
     }
 
-    /// The session settings for a bundle's language, its recommendations and the header (as
-    /// `midicopilot-engine jack` sets them).
+    /// The session settings for a bundle's language, its recommendations and the header.
     pub fn session_config(
         &self,
         params: &LanguageParams,
@@ -123,26 +140,37 @@ impl SessionSpec {
         cfg.sampling = defaults.sampling(self.temperature, self.top_p);
         cfg.context = ContextConfig::for_limit(self.context);
         cfg.lookahead_ticks = self.lookahead_ticks.unwrap_or(cfg.lookahead_ticks);
-        // The live backends release by their own horizon in frames (see live::decoder_thread).
-        cfg.release_ticks = 0;
+        cfg.release_ticks = match self.release {
+            // The live backends release by their own horizon in frames (live::decoder_thread).
+            Release::HorizonMs(_) => 0,
+            Release::Ticks(ticks) => ticks.unwrap_or(cfg.release_ticks.min(cfg.lookahead_ticks)),
+        };
         cfg.policy = Policy {
             max_note_ticks: self.max_note_ticks.unwrap_or(cfg.policy.max_note_ticks),
             max_polyphony: defaults.polyphony(self.max_polyphony, header, cfg.policy.max_polyphony),
         };
-        cfg.max_steps_per_advance = self.steps_per_advance.max(1);
+        cfg.listen = self.listen;
+        if let Some(steps) = self.steps_per_advance {
+            cfg.max_steps_per_advance = steps.max(1);
+        }
         cfg
     }
 
-    /// Load the bundle and its model (CPU).
-    pub fn load_engine(&self) -> Result<Engine> {
-        let bundle = Bundle::load(&self.bundle)?;
-        let options = ModelOptions {
+    /// How to load the bundle's model: the spec's weights, else the bundle's recommendation.
+    pub fn model_options(&self, bundle: &Bundle) -> ModelOptions {
+        ModelOptions {
             weights: self
                 .weights
                 .or(bundle.meta.defaults.weights)
                 .unwrap_or_default(),
             ..ModelOptions::default()
-        };
+        }
+    }
+
+    /// Load the bundle and its model (on the spec's device).
+    pub fn load_engine(&self) -> Result<Engine> {
+        let bundle = Bundle::load(&self.bundle)?;
+        let options = self.model_options(&bundle);
         let model = Olmo2::load_with(&bundle, &crate::cmd::device(&self.device)?, options)
             .with_context(|| format!("loading the model of {}", self.bundle.display()))?;
         Engine::new(&bundle, std::sync::Arc::new(model))
@@ -155,11 +183,13 @@ impl SessionSpec {
         Ok((Session::new(engine, &header, cfg)?, header))
     }
 
-    /// The release horizon in frames at `rate`.
+    /// The live release horizon in frames at `rate` (0 for a file render, which releases by
+    /// ticks).
     pub fn horizon_frames(&self, rate: u32) -> u64 {
-        (self.release_horizon_ms / 1e3 * f64::from(rate))
-            .round()
-            .max(0.0) as u64
+        match self.release {
+            Release::HorizonMs(ms) => (ms / 1e3 * f64::from(rate)).round().max(0.0) as u64,
+            Release::Ticks(_) => 0,
+        }
     }
 }
 
@@ -178,12 +208,13 @@ mod tests {
             seed: 3,
             context: 512,
             lookahead_ticks: None,
-            release_horizon_ms: 40.0,
+            release: Release::HorizonMs(40.0),
             max_note_ticks: None,
             max_polyphony: Some(8),
             weights: None,
             device: "cpu".into(),
-            steps_per_advance: 2,
+            steps_per_advance: Some(2),
+            listen: true,
         }
     }
 
@@ -230,7 +261,7 @@ mod tests {
                 top_p: None,
                 context: 256,
                 lookahead_ticks: Some(12),
-                release_horizon_ms: 25.0,
+                release: Release::HorizonMs(25.0),
                 max_note_ticks: Some(48),
                 max_polyphony: Some(2),
                 ..spec()
@@ -251,7 +282,7 @@ mod tests {
             ),
             (
                 SessionSpec {
-                    release_horizon_ms: 2000.0,
+                    release: Release::HorizonMs(2000.0),
                     ..spec()
                 },
                 "release_horizon_ms 2000",
@@ -337,5 +368,39 @@ mod tests {
         let c = spec().session_config(&params, &bundle, &soprano);
         assert_eq!((c.sampling.temperature, c.policy.max_polyphony), (1.0, 8));
         assert_eq!(spec().horizon_frames(48_000), 1920);
+    }
+
+    #[test]
+    fn a_render_releases_by_ticks_and_may_not_listen() {
+        let params = LanguageParams {
+            ticks_per_quarter: 24,
+            velocity_bins: 8,
+        };
+        let none = PlayDefaults::default();
+        let d = SessionConfig::defaults(&params);
+        let render = SessionSpec {
+            release: Release::Ticks(None),
+            steps_per_advance: None,
+            listen: false,
+            ..spec()
+        };
+        let c = render.session_config(&params, &none, &[]);
+        assert_eq!(c.release_ticks, d.release_ticks.min(d.lookahead_ticks));
+        assert_eq!(c.max_steps_per_advance, d.max_steps_per_advance);
+        assert!(!c.listen);
+        assert_eq!(render.horizon_frames(48_000), 0);
+        let short = SessionSpec {
+            release: Release::Ticks(Some(3)),
+            lookahead_ticks: Some(2),
+            ..render
+        };
+        let c = short.session_config(&params, &none, &[]);
+        assert_eq!((c.release_ticks, c.lookahead_ticks), (3, 2));
+        let tiny = SessionSpec {
+            release: Release::Ticks(None),
+            lookahead_ticks: Some(2),
+            ..spec()
+        };
+        assert_eq!(tiny.session_config(&params, &none, &[]).release_ticks, 2);
     }
 }
