@@ -6,7 +6,11 @@
 //!
 //! - [`file`]: offline render of a MIDI file, with a virtual clock (reproducible for a seed) or
 //!   the wall clock (to measure lateness).
+//! - [`jack`]: the live JACK client (its process callback is [`crate::live::rt`]).
+//! - [`alsa`]: the live ALSA sequencer client through midir.
+//!
+//! The two live backends share everything but their input and output sides: [`crate::live`].
 
 pub mod alsa;
 pub mod file;
-pub mod jack; // the live JACK client (live helper; see crate::live) // the live ALSA sequencer client through midir (set-list helper)
+pub mod jack;

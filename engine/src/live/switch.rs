@@ -1,5 +1,5 @@
 //! Switching songs mid-set: the decoder thread's side of the control channel
-//! ([`super::control`], docs/LIVE.md "Switching").
+//! ([`super::control`], docs/LIVE.md, "Set lists").
 //!
 //! A switch request is applied to the running [`SessionSpec`] (fields left out keep their
 //! value), validated, and the new [`Session`] is built on a worker thread — with the running

@@ -1,8 +1,8 @@
 //! OLMo2 (transformers `Olmo2ForCausalLM`) on candle, with the engine's own KV cache.
 //!
-//! The math follows transformers' `modeling_olmo2.py` (candle-transformers' `olmo2.rs` was read
-//! as a reference but is not used: it concatenates its KV cache on every token, and builds its
-//! RoPE table in the model dtype). Per layer:
+//! The math follows transformers' `modeling_olmo2.py` (not candle-transformers' `olmo2.rs`: it
+//! concatenates its KV cache on every token, and builds its RoPE table in the model dtype).
+//! Per layer:
 //!
 //! ```text
 //! q = rms_norm(x Wq, q_norm)   k = rms_norm(x Wk, k_norm)   v = x Wv     (norms over all heads)
@@ -14,7 +14,7 @@
 //! then `rms_norm(·, norm)` and `lm_head` (or the embedding when tied). Grouped-query attention
 //! never copies keys: the query heads that share a key head are stacked as extra rows of one
 //! matrix product. On CUDA the model runs in bf16 with an f32 softmax; how the CPU holds the
-//! weights is `weights.rs`'s (docs/ENGINE.md, "Weights on the CPU").
+//! weights is `weights.rs`'s.
 
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor, D};

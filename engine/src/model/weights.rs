@@ -5,7 +5,7 @@
 //! multiplied by candle's `QMatMul` kernels, which split a decode step's matrix-vector products
 //! over all threads (candle's dense f32 matmul does one row on one thread). A matrix whose input
 //! width is not a multiple of the format's block (32 for Q8_0) stays f32. The KV cache is f32 or
-//! f16 ([`KvFormat`]). docs/ENGINE.md, "Weights on the CPU", has the measured trade-offs.
+//! f16 ([`KvFormat`]).
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! One [`SessionSpec`]: everything that shapes a session. `render`, `jack` and `alsa` build it
 //! from their flags, a set-list switch request is applied to it ([`SessionSpec::apply`]), and
 //! every session is built from it the same way ([`SessionSpec::session_config`],
-//! [`SessionSpec::build`]). Switching is explained in docs/LIVE.md, "Switching".
+//! [`SessionSpec::build`]). Switching is explained in docs/LIVE.md, "Set lists".
 
 use std::path::PathBuf;
 
