@@ -11,7 +11,12 @@
 //! - [`Session::stop`]: note-offs for every channel-0 note it has released and not yet closed.
 //!
 //! Everything the model writes is channel 0 (the sampling mask), and no channel-0 note can hang:
-//! the mask forces a note-off after `max_note_ticks`, and `stop` closes the rest.
+//! the mask forces a note-off after `max_note_ticks`, and `stop` closes the rest (docs/ENGINE.md,
+//! "The loop").
+//!
+//! Here: the session and its release; `human.rs`: the band's events into the context;
+//! `listen.rs`: the model's steps; `config.rs`, `engine.rs`, `spec.rs`: what a session is built
+//! from ([`SessionSpec`] → [`SessionConfig`], on an [`Engine`]).
 
 mod config;
 mod engine;

@@ -16,6 +16,9 @@
 //!   the backend's jitter (measured in docs/RIGS.md; there is no sample accuracy here). It also
 //!   publishes "now" for the decoder thread, and at stop sends a note-off for every channel-0
 //!   note still sounding.
+//!
+//! Here: the run; `ports.rs`: patterns and connections; `input.rs`: the input side;
+//! `timer.rs`: the output side.
 
 mod input;
 mod ports;
