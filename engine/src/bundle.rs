@@ -11,15 +11,17 @@
 //! [`Bundle::load`] checks everything it can without reading the weights: a bundle that this
 //! engine cannot run is refused with one line saying what is wrong and what to do.
 
-use std::collections::BTreeSet;
-use std::fs::File;
+mod check;
+mod meta;
+
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use tokenizers::Tokenizer;
 
-use crate::decode::SamplingParams;
+pub use meta::{BundleMeta, EventParams, PlayDefaults};
+
 use crate::model::Olmo2Config;
+use check::{check_config_ids, check_defaults, check_params, check_versions, vocab_rows};
 
 /// `midicopilot.json`'s `format` value.
 pub const BUNDLE_FORMAT: &str = "midicopilot-bundle";
@@ -79,97 +81,6 @@ pub enum BundleError {
     },
     #[error("model bundle {dir}: tokenizer.json lacks the token(s) {missing} that midicopilot.json names: {REEXPORT}")]
     MissingTokens { dir: PathBuf, missing: String },
-}
-
-/// The event-language parameters recorded in the bundle (docs/FORMAT.md, "Parameters").
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct EventParams {
-    pub ticks_per_quarter: u32,
-    pub velocity_bins: u32,
-    /// Grid unit in ticks; tpq / 2 when absent.
-    #[serde(default)]
-    pub grid: Option<u32>,
-    /// Largest grid word in ticks; 4 × tpq when absent.
-    #[serde(default)]
-    pub max_grid: Option<u32>,
-}
-
-impl EventParams {
-    pub fn grid(&self) -> u32 {
-        self.grid.unwrap_or(self.ticks_per_quarter / 2)
-    }
-    pub fn max_grid(&self) -> u32 {
-        self.max_grid.unwrap_or(self.ticks_per_quarter * 4)
-    }
-}
-
-/// `midicopilot.json`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct BundleMeta {
-    pub format: String,
-    pub bundle_version: u32,
-    pub event_language: String,
-    pub params: EventParams,
-    #[serde(default)]
-    pub meta_tokens: Vec<String>,
-    pub pad_token: String,
-    pub eos_token: String,
-    pub vocab_size: usize,
-    /// The context length the model was trained with (tokens).
-    #[serde(default)]
-    pub context_length: Option<usize>,
-    /// How the model is meant to be played, unless a flag or a preset says otherwise.
-    #[serde(default)]
-    pub defaults: PlayDefaults,
-    /// Keys this engine does not interpret (kept for tools that print them).
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
-
-/// `midicopilot.json`'s `defaults`: the header and sampling the bundle's trainer recommends
-/// (measured with `midicopilot eval`, docs/QUALITY.md). Every field is optional; a flag, a
-/// preset key or a switch request wins over it, and the engine's own default comes last.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlayDefaults {
-    /// Genre name of the header (`CHORALE` for `[GENRE_CHORALE]`).
-    pub genre: Option<String>,
-    /// Part name of the header (`SOPRANO` for `[PART_SOPRANO]`).
-    pub part: Option<String>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub max_polyphony: Option<u32>,
-    /// How the engine holds the weights on the CPU (`--weights`).
-    pub weights: Option<crate::model::WeightFormat>,
-    /// Polyphony per part name, over `max_polyphony` (a chorale voice sings one note).
-    #[serde(default)]
-    pub polyphony: std::collections::BTreeMap<String, u32>,
-}
-
-impl PlayDefaults {
-    /// Sampling from the player's choice, else the bundle's recommendation, else the engine's
-    /// default.
-    pub fn sampling(&self, temperature: Option<f32>, top_p: Option<f32>) -> SamplingParams {
-        let builtin = SamplingParams::default();
-        SamplingParams {
-            temperature: temperature
-                .or(self.temperature)
-                .unwrap_or(builtin.temperature),
-            top_p: top_p.or(self.top_p).unwrap_or(builtin.top_p),
-        }
-    }
-
-    /// Polyphony from the player's choice, else the bundle's for the header's part word
-    /// (`[PART_SOPRANO]`), else its general one, else `fallback`.
-    pub fn polyphony(&self, choice: Option<u32>, header: &[String], fallback: u32) -> u32 {
-        let part = header
-            .iter()
-            .find_map(|w| w.strip_prefix("[PART_")?.strip_suffix(']'));
-        choice
-            .or_else(|| part.and_then(|p| self.polyphony.get(p).copied()))
-            .or(self.max_polyphony)
-            .unwrap_or(fallback)
-    }
 }
 
 /// A checked model bundle: everything but the weights is loaded.
@@ -301,176 +212,4 @@ fn read_text(dir: &Path, file: &'static str) -> Result<String, BundleError> {
         file,
         reason: e.to_string(),
     })
-}
-
-fn check_versions(dir: &Path, meta: &serde_json::Value) -> Result<(), BundleError> {
-    let format = meta.get("format").and_then(|v| v.as_str());
-    if format != Some(BUNDLE_FORMAT) {
-        return Err(invalid(
-            dir,
-            META_FILE,
-            format!("has format {format:?}, expected {BUNDLE_FORMAT:?}"),
-        ));
-    }
-    match meta.get("bundle_version").and_then(|v| v.as_u64()) {
-        Some(v) if v == u64::from(BUNDLE_VERSION) => {}
-        Some(v) => {
-            return Err(BundleError::BundleVersion {
-                dir: dir.to_path_buf(),
-                found: u32::try_from(v).unwrap_or(u32::MAX),
-            })
-        }
-        None => {
-            return Err(invalid(
-                dir,
-                META_FILE,
-                "has no integer bundle_version".to_string(),
-            ))
-        }
-    }
-    match meta.get("event_language") {
-        Some(serde_json::Value::String(s)) if s == EVENT_LANGUAGE => Ok(()),
-        Some(other) => Err(BundleError::EventLanguage {
-            dir: dir.to_path_buf(),
-            found: other
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| other.to_string()),
-        }),
-        None => Err(invalid(dir, META_FILE, "has no event_language".to_string())),
-    }
-}
-
-fn check_params(dir: &Path, p: &EventParams) -> Result<(), BundleError> {
-    let tpq = p.ticks_per_quarter;
-    let problem = if tpq < 2 || !tpq.is_multiple_of(2) {
-        Some(format!(
-            "has ticks_per_quarter {tpq}; v1 needs an even number ≥ 2"
-        ))
-    } else if !(1..=26).contains(&p.velocity_bins) {
-        Some(format!(
-            "has velocity_bins {}; v1 needs 1 to 26",
-            p.velocity_bins
-        ))
-    } else if p.grid() == 0 || p.max_grid() < p.grid() || !p.max_grid().is_multiple_of(p.grid()) {
-        Some(format!(
-            "has grid {} and max_grid {}; v1 needs max_grid a multiple of grid",
-            p.grid(),
-            p.max_grid()
-        ))
-    } else {
-        None
-    };
-    match problem {
-        Some(problem) => Err(invalid(dir, META_FILE, problem)),
-        None => Ok(()),
-    }
-}
-
-fn check_defaults(dir: &Path, d: &PlayDefaults) -> Result<(), BundleError> {
-    let sampling = SamplingParams {
-        temperature: d.temperature.unwrap_or(1.0),
-        top_p: d.top_p.unwrap_or(1.0),
-    };
-    let problem = if let Err(e) = sampling.validate() {
-        Some(format!("has defaults with {e}"))
-    } else {
-        d.max_polyphony
-            .iter()
-            .chain(d.polyphony.values())
-            .find(|n| !(1..=128).contains(*n))
-            .map(|n| format!("has a default polyphony of {n}; expected 1 to 128"))
-    };
-    match problem {
-        Some(problem) => Err(invalid(dir, META_FILE, problem)),
-        None => Ok(()),
-    }
-}
-
-/// Rows of `model.embed_tokens.weight` and of `lm_head.weight` (None when tied), read from the
-/// safetensors header only.
-fn vocab_rows(
-    dir: &Path,
-    weights: &Path,
-    tied: bool,
-) -> Result<(usize, Option<usize>), BundleError> {
-    let file = File::open(weights).map_err(|e| BundleError::Unreadable {
-        dir: dir.to_path_buf(),
-        file: WEIGHTS_FILE,
-        reason: e.to_string(),
-    })?;
-    // SAFETY: the file is opened read-only; a bundle being rewritten while the engine loads it
-    // is outside what the engine can guard against (the same holds for every mmap loader).
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| BundleError::Unreadable {
-        dir: dir.to_path_buf(),
-        file: WEIGHTS_FILE,
-        reason: e.to_string(),
-    })?;
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(&mmap[..]).map_err(|e| {
-        invalid(
-            dir,
-            WEIGHTS_FILE,
-            format!("is not a safetensors file ({e})"),
-        )
-    })?;
-    let rows = |name: &str| -> Result<Option<usize>, BundleError> {
-        match metadata.info(name) {
-            None => Ok(None),
-            Some(info) => match info.shape.as_slice() {
-                [rows, _] => Ok(Some(*rows)),
-                shape => Err(invalid(
-                    dir,
-                    WEIGHTS_FILE,
-                    format!("has {name} of shape {shape:?}"),
-                )),
-            },
-        }
-    };
-    let embed = rows("model.embed_tokens.weight")?.ok_or_else(|| {
-        invalid(
-            dir,
-            WEIGHTS_FILE,
-            "has no model.embed_tokens.weight".to_string(),
-        )
-    })?;
-    let lm_head = if tied {
-        None
-    } else {
-        Some(rows("lm_head.weight")?.ok_or_else(|| {
-            invalid(
-                dir,
-                WEIGHTS_FILE,
-                "has no lm_head.weight and config.json says tie_word_embeddings is false"
-                    .to_string(),
-            )
-        })?)
-    };
-    Ok((embed, lm_head))
-}
-
-/// config.json's pad/eos ids, when given, must be the bundle's special tokens.
-fn check_config_ids(
-    dir: &Path,
-    config: &Olmo2Config,
-    pad_id: u32,
-    eos_id: u32,
-) -> Result<(), BundleError> {
-    let eos: BTreeSet<u32> = config.eos_token_ids();
-    if !eos.is_empty() && !eos.contains(&eos_id) {
-        return Err(invalid(
-            dir,
-            CONFIG_FILE,
-            format!("has eos_token_id {eos:?}, but the tokenizer's end token is id {eos_id}"),
-        ));
-    }
-    if let Some(pad) = config.pad_token_id {
-        if pad != pad_id {
-            return Err(invalid(
-                dir,
-                CONFIG_FILE,
-                format!("has pad_token_id {pad}, but the tokenizer's pad token is id {pad_id}"),
-            ));
-        }
-    }
-    Ok(())
 }

@@ -51,7 +51,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-// Counts allocations inside the JACK process callback (see live::alloc_guard).
+// Counts allocations inside the JACK process callback (live::alloc_guard).
 #[global_allocator]
 static ALLOC: midicopilot_engine::live::alloc_guard::CountingAlloc =
     midicopilot_engine::live::alloc_guard::CountingAlloc;

@@ -23,14 +23,8 @@ use crate::live::report::{self, LiveReport};
 use crate::live::rt::RtProcess;
 use crate::live::supervise::{wait_for_stop, Decoder, StopWhen, Timing};
 use crate::live::switch::Switcher;
-use crate::live::{FrameClock, InEvent, OutEvent, Shared};
+use crate::live::{FrameClock, InEvent, OutEvent, Shared, INPUT_RING, OUTPUT_RING};
 use crate::session::Session;
-
-/// Capacity of the ring from the callback to the decoder thread (events). At a flood of 10 000
-/// events a second it holds about 0.8 s of input while the decoder thread is in a forward pass.
-pub const INPUT_RING: usize = 8192;
-/// Capacity of the ring from the decoder thread to the callback.
-pub const OUTPUT_RING: usize = 4096;
 
 #[derive(Debug, Clone)]
 pub struct JackOptions {

@@ -5,11 +5,11 @@
 //! `advance(now)` and plays what it releases, and calls `stop` at the end.
 //!
 //! - [`file`]: offline render of a MIDI file, with a virtual clock (reproducible for a seed) or
-//!   the wall clock (to measure lateness);
-//! - [`jack`]: the live JACK client (its threads are [`crate::live`]);
-//! - [`alsa`]: the live ALSA sequencer client, through midir.
+//!   the wall clock (to measure lateness).
+//! - [`jack`]: the live JACK client (its process callback is [`crate::live::rt`]).
+//! - [`alsa`]: the live ALSA sequencer client through midir.
 //!
-//! docs/ENGINE.md and docs/LIVE.md.
+//! The two live backends share everything but their input and output sides: [`crate::live`].
 
 pub mod alsa;
 pub mod file;

@@ -180,8 +180,8 @@ mod tests {
         assert_eq!(o.tempo_source, TempoSource::MidiClock);
         let s = a.live.spec();
         assert_eq!(
-            (s.bpm, s.max_polyphony, s.release_horizon_ms),
-            (96.0, Some(3), 25.0)
+            (s.bpm, s.max_polyphony, s.release),
+            (96.0, Some(3), crate::session::Release::HorizonMs(25.0))
         );
         assert_eq!(s.genre.as_deref(), Some("BLUES"));
     }

@@ -68,7 +68,7 @@ pub fn run(args: JackArgs) -> Result<()> {
         run_seconds: live.run_seconds,
         idle_chunk: 32,
     };
-    // The control channel (JSON lines on stdin, status on stdout; live::control).
+    // The control channel: JSON lines on stdin, status on stdout (live::control).
     let status = crate::live::control::Status::stdout();
     let command_stop = Arc::new(AtomicBool::new(false));
     let requests = crate::live::control::spawn_stdin_reader(command_stop.clone(), status.clone());

@@ -11,8 +11,8 @@ use anyhow::{bail, ensure, Context as _, Result};
 use serde::Serialize;
 
 use crate::live::clock::TempoSource;
-use crate::live::switch::SessionSpec;
 use crate::model::WeightFormat;
+use crate::session::{Release, SessionSpec};
 
 #[derive(Debug, clap::Args)]
 pub struct LiveArgs {
@@ -93,12 +93,13 @@ impl LiveArgs {
             seed: self.seed,
             context: self.context,
             lookahead_ticks: self.lookahead_ticks,
-            release_horizon_ms: self.release_horizon_ms,
+            release: Release::HorizonMs(self.release_horizon_ms),
             max_note_ticks: self.max_note_ticks,
             max_polyphony: self.max_polyphony,
             weights: self.weights,
             device: self.device.clone(),
-            steps_per_advance: self.steps_per_advance,
+            steps_per_advance: Some(self.steps_per_advance),
+            listen: true,
         }
     }
 

@@ -9,11 +9,9 @@ use anyhow::{ensure, Context as _, Result};
 
 use crate::backend::file::{output_midi, render, Clock, RenderOptions};
 use crate::bundle::Bundle;
-use crate::decode::ContextConfig;
-use crate::decode::Policy;
 use crate::events::parts::{human_part, Layout};
-use crate::model::{ModelOptions, Olmo2, WeightFormat};
-use crate::session::{Engine, Session, SessionConfig};
+use crate::model::{Olmo2, WeightFormat};
+use crate::session::{Engine, Release, SessionSpec};
 use crate::tempo::{MAX_BPM, MIN_BPM};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -101,6 +99,31 @@ pub struct RenderArgs {
     pub report: Option<PathBuf>,
 }
 
+impl RenderArgs {
+    /// The session these flags describe (without --bpm, 120 until the file's own tempo is read).
+    pub fn spec(&self) -> SessionSpec {
+        SessionSpec {
+            bundle: self.bundle.clone(),
+            genre: self.genre.clone(),
+            part: self.part.clone(),
+            bpm: self.bpm.unwrap_or(120.0),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            context: self.context,
+            lookahead_ticks: self.lookahead_ticks,
+            release: Release::Ticks(self.release_ticks),
+            max_note_ticks: self.max_note_ticks,
+            max_polyphony: self.max_polyphony,
+            weights: self.weights,
+            device: self.device.clone(),
+            // On the wall clock, read the input between tokens.
+            steps_per_advance: (self.clock == ClockArg::Wall).then_some(1),
+            listen: !self.no_listen,
+        }
+    }
+}
+
 pub fn run(args: RenderArgs) -> Result<()> {
     if let Some(bpm) = args.bpm {
         ensure!(
@@ -115,13 +138,8 @@ pub fn run(args: RenderArgs) -> Result<()> {
     super::set_threads(args.threads)?;
     let device = super::device(&args.device)?;
     let bundle = Bundle::load(&args.bundle)?;
-    let options = ModelOptions {
-        weights: args
-            .weights
-            .or(bundle.meta.defaults.weights)
-            .unwrap_or_default(),
-        ..ModelOptions::default()
-    };
+    let mut spec = args.spec();
+    let options = spec.model_options(&bundle);
     let model = Olmo2::load_with(&bundle, &device, options)
         .with_context(|| format!("loading the model of {}", args.bundle.display()))?;
     let engine = Engine::new(&bundle, Arc::new(model))?;
@@ -135,31 +153,9 @@ pub fn run(args: RenderArgs) -> Result<()> {
             human.notes_left_out()
         );
     }
-    let header = engine.header(args.genre.as_deref(), args.part.as_deref())?;
-
+    spec.bpm = bpm;
+    let (mut session, header) = spec.build(engine)?;
     let tpq = u64::from(params.ticks_per_quarter);
-    let mut cfg = SessionConfig::defaults(&params);
-    cfg.seed = args.seed;
-    cfg.sampling = engine.defaults.sampling(args.temperature, args.top_p);
-    cfg.context = ContextConfig::for_limit(args.context);
-    cfg.lookahead_ticks = args.lookahead_ticks.unwrap_or(cfg.lookahead_ticks);
-    cfg.release_ticks = args
-        .release_ticks
-        .unwrap_or(cfg.release_ticks.min(cfg.lookahead_ticks));
-    cfg.policy = Policy {
-        max_note_ticks: args.max_note_ticks.unwrap_or(cfg.policy.max_note_ticks),
-        max_polyphony: engine.defaults.polyphony(
-            args.max_polyphony,
-            &header,
-            cfg.policy.max_polyphony,
-        ),
-    };
-    cfg.listen = !args.no_listen;
-    if args.clock == ClockArg::Wall {
-        // Read the input between tokens.
-        cfg.max_steps_per_advance = 1;
-    }
-    let mut session = Session::new(engine, &header, cfg)?;
     let opts = RenderOptions {
         clock: match args.clock {
             ClockArg::Virtual => Clock::Virtual,

@@ -73,6 +73,17 @@ pub fn parse_item(item: &[u8], tick: u64) -> Option<NoteEvent> {
     }
 }
 
+/// The complete items of an instant word's bytes, in order (an unfinished last one left out).
+pub fn complete_items(word: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let width = item_width(word.get(i..)?)?;
+        let item = word.get(i..i + width)?;
+        i += width;
+        Some(item)
+    })
+}
+
 /// The bytes of an unfinished last item of an instant word (empty when the word ends at an item
 /// boundary). Items are fixed width, so this needs no parsing of the items before it.
 pub fn unfinished_item(word: &[u8]) -> &[u8] {

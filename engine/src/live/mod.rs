@@ -1,32 +1,40 @@
-//! The live JACK client: two threads with different rules (docs/LIVE.md).
+//! The live engine both live backends share ([`crate::backend::jack`], [`crate::backend::alsa`]):
+//! everything between their input and output sides (docs/LIVE.md, "Two threads").
 //!
-//! - [`rt`]: THE process callback. Reads the input ports with their frame offsets, keeps note
-//!   events (and clock messages, as tempo information only), stamps each with its absolute
-//!   frame, pushes them into a lock-free ring; pops due output events and writes them at their
-//!   exact frame on channel 0. Never allocates, locks, blocks, logs or decodes; counts drops.
-//! - [`decoder_thread`]: owns the [`crate::session::Session`] and a tempo source ([`clock`]),
-//!   converts frames to ticks, feeds human events, generates ahead and releases events to the
-//!   callback a horizon before they are due.
-//! - [`ports`]: the client's ports and the input modes (pass / assign a channel).
-//! - [`report`]: the run's JSON report and summary line.
+//! Shared by both:
+//! - [`decoder_thread`]: owns the [`crate::session::Session`] and a tempo source ([`clock`]);
+//!   [`supervise`]: the main thread's start and stop;
+//! - [`switch`] and [`control`]: set-list switching and the control channel on stdin/stdout;
+//! - [`ports`]: the input modes and the input filter; [`stats`], [`report`]: counters and the
+//!   run's report;
+//! - the messages and state of this module: [`InEvent`], [`OutEvent`], [`Shared`] and the ring
+//!   sizes ([`INPUT_RING`], [`OUTPUT_RING`]).
 //!
-//! Messages between the two threads are plain `Copy` values in `rtrb` rings, allocated before
-//! the client is activated.
+//! JACK only:
+//! - [`rt`]: the JACK process callback, the one piece of real-time code (no allocation, no
+//!   locks), kept in one small file to audit; [`alloc_guard`] counts what it allocates;
+//! - [`FrameClock`] and [`TransportCell`]: JACK's frame counter and transport.
 
 pub mod alloc_guard;
 pub mod clock;
-pub mod control; // the control channel on stdin/stdout
+pub mod control;
 pub mod decoder_thread;
 pub mod ports;
 pub mod report;
 pub mod rt;
 pub mod stats;
 pub mod supervise;
-pub mod switch; // switching songs mid-set
+pub mod switch;
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use stats::RtStats;
+
+/// Capacity of the ring from the input side to the decoder thread (events). At a flood of 10 000
+/// events a second it holds about 0.8 s of input while the decoder thread is in a forward pass.
+pub const INPUT_RING: usize = 8192;
+/// Capacity of the ring from the decoder thread to the output side.
+pub const OUTPUT_RING: usize = 4096;
 
 /// The channel the model plays on (0-based; a musician's "MIDI channel 1").
 pub const MODEL_CHANNEL: u8 = 0;

@@ -1,4 +1,4 @@
-//! THE process callback: the only code that runs on JACK's real-time thread.
+//! The JACK process callback (JACK only): the only code that runs on JACK's real-time thread.
 //!
 //! Per cycle, in this order:
 //! 1. note-offs that found the input ring full last cycle are pushed again;

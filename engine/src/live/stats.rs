@@ -1,4 +1,5 @@
-//! Lock-free counters shared by the real-time callback (writer) and the rest (readers).
+//! Lock-free counters shared by the input and output sides (writers: the JACK callback, or
+//! ALSA's input callbacks and timer) and the rest (readers).
 //!
 //! Everything here is a fixed array of atomics allocated before the client is activated, so the
 //! callback only does relaxed `fetch_add`/`fetch_max` on them.

@@ -1,4 +1,5 @@
-//! The language model: OLMo2's forward pass on candle and the engine-owned KV cache.
+//! The language model: OLMo2's forward pass on candle (`olmo2`), its config (`config`), how it
+//! holds its weights (`weights`) and the engine-owned KV cache (`kv_cache`).
 //!
 //! ```text
 //! let model = Arc::new(Olmo2::load(&bundle, &Device::Cpu)?);
@@ -8,10 +9,12 @@
 //! cache.truncate(keep);                                   // prefix cut, O(1)
 //! ```
 
+mod config;
 mod kv_cache;
 mod olmo2;
+mod weights;
 
+pub use config::{Olmo2Config, RopeParameters};
 pub use kv_cache::KvCache;
-pub use olmo2::{
-    KvFormat, ModelOptions, Olmo2, Olmo2Config, RopeParameters, WeightFormat, WeightStats,
-};
+pub use olmo2::Olmo2;
+pub use weights::{KvFormat, ModelOptions, WeightFormat, WeightStats};

@@ -1,0 +1,129 @@
+//! How the model holds its projection and head weights.
+//!
+//! On the CPU the activations are f32 and the projection and head weights are held as candle
+//! quantized tensors in the format [`WeightFormat`] names (`--weights`: f32, f16 or Q8_0),
+//! multiplied by candle's `QMatMul` kernels, which split a decode step's matrix-vector products
+//! over all threads (candle's dense f32 matmul does one row on one thread). A matrix whose input
+//! width is not a multiple of the format's block (32 for Q8_0) stays f32. The KV cache is f32 or
+//! f16 ([`KvFormat`]).
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Module, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// How the CPU holds the projection and head weights (`--weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightFormat {
+    /// 4 bytes a weight, as trained.
+    #[default]
+    F32,
+    /// 2 bytes a weight.
+    F16,
+    /// Q8_0: blocks of 32 int8 weights and one f16 scale, 34 bytes a block.
+    Q8,
+}
+
+impl WeightFormat {
+    fn ggml(self) -> GgmlDType {
+        match self {
+            Self::F32 => GgmlDType::F32,
+            Self::F16 => GgmlDType::F16,
+            Self::Q8 => GgmlDType::Q8_0,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Q8 => "q8",
+        }
+    }
+}
+
+/// The KV cache's element type on the CPU (`--kv-cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KvFormat {
+    #[default]
+    F32,
+    F16,
+}
+
+/// How to load a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ModelOptions {
+    pub weights: WeightFormat,
+    pub kv: KvFormat,
+}
+
+/// A linear layer `y = x Wᵀ (+ b)` with W `[out, in]` as in the checkpoint.
+pub(super) struct Linear {
+    weight: Weight,
+    bias: Option<Tensor>,
+}
+
+enum Weight {
+    /// A dense tensor (CUDA).
+    Dense(Tensor),
+    /// A candle quantized tensor (CPU: f32, f16 or Q8_0) and its `QMatMul`.
+    Quant(QMatMul),
+}
+
+/// What loading did to the weights (bench reports it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WeightStats {
+    pub format: Option<WeightFormat>,
+    /// Bytes a decode step reads from the projection and head weights.
+    pub bytes: usize,
+    /// Matrices kept in f32 because their input width is not a multiple of the format's block.
+    pub kept_f32: usize,
+    pub matrices: usize,
+}
+
+impl Linear {
+    pub(super) fn new(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        format: Option<WeightFormat>,
+        stats: &mut WeightStats,
+    ) -> Result<Self> {
+        stats.matrices += 1;
+        let Some(format) = format else {
+            stats.bytes += weight.elem_count() * weight.dtype().size_in_bytes();
+            return Ok(Self {
+                weight: Weight::Dense(weight),
+                bias,
+            });
+        };
+        let (_, cols) = weight.dims2()?;
+        let mut dtype = format.ggml();
+        if !cols.is_multiple_of(dtype.block_size()) {
+            dtype = GgmlDType::F32;
+            stats.kept_f32 += 1;
+        }
+        let q = QTensor::quantize(&weight, dtype)?;
+        stats.bytes += q.storage_size_in_bytes();
+        // Built directly: `QMatMul::from_qtensor` would turn f32 and f16 back into a dense tensor,
+        // whose one-row product runs on one thread.
+        Ok(Self {
+            weight: Weight::Quant(QMatMul::QTensor(Arc::new(q))),
+            bias,
+        })
+    }
+
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match &self.weight {
+            Weight::Dense(w) => x.matmul(&w.t()?)?,
+            Weight::Quant(q) => q.forward(&x.contiguous()?)?,
+        };
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
