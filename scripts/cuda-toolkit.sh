@@ -46,7 +46,8 @@ done
 stub="$lib/stubs/libcuda.so"
 if [ ! -f "$stub" ]; then
   say "writing the libcuda link stub"
-  cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* 2>/dev/null | tail -n 1)
+  # (the sources are there once cargo has fetched them; a fresh machine has not yet)
+  cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* 2>/dev/null | tail -n 1 || true)
   if [ -z "$cudarc" ]; then
     cargo fetch --quiet --manifest-path engine/Cargo.toml >&2
     cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* | tail -n 1)

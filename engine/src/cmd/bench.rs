@@ -23,6 +23,7 @@ use candle_core::Device;
 use clap::Args;
 use serde_json::{json, Value};
 
+use super::model_flags::ModelFlags;
 use super::print_stdout;
 use crate::bundle::Bundle;
 use crate::model::{KvFormat, ModelOptions, Olmo2, WeightFormat};
@@ -45,19 +46,9 @@ pub struct BenchArgs {
     /// Timed repetitions of each prefill (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// Threads for both sides (the engine's decode and prefill, torch.set_num_threads) [default:
-    /// the physical cores].
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// How the engine holds the weights [default: the bundle's recommendation, else f32].
-    #[arg(long, value_enum)]
-    pub weights: Option<WeightFormat>,
     /// The KV cache's element type.
     #[arg(long, value_enum, default_value_t = KvFormat::F32)]
     pub kv_cache: KvFormat,
-    /// Where the model runs: cpu, cuda or cuda:N (bf16 weights on a GPU).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
     /// Skip the transformers comparison.
     #[arg(long)]
     pub no_transformers: bool,
@@ -65,21 +56,21 @@ pub struct BenchArgs {
     /// python3].
     #[arg(long)]
     pub python: Option<String>,
+    /// `--threads` sets both sides: the engine's pools and torch.set_num_threads.
+    #[command(flatten)]
+    pub model: ModelFlags,
 }
 
 /// Runs the benchmark and prints its report.
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.steps == 0 || args.repeats == 0 || args.threads == Some(0) {
+    if args.steps == 0 || args.repeats == 0 || args.model.threads == Some(0) {
         bail!("--steps, --repeats and --threads must be at least 1");
     }
-    let threads = super::set_threads(args.threads)?;
-    let device = super::device(&args.device)?;
+    let threads = args.model.apply_threads()?;
+    let device = args.model.device()?;
     let bundle = Bundle::load(&args.bundle)?;
     let options = ModelOptions {
-        weights: args
-            .weights
-            .or(bundle.meta.defaults.weights)
-            .unwrap_or_default(),
+        weights: args.model.weights_for(&bundle),
         kv: args.kv_cache,
     };
     let engine = bench_engine(&bundle, &device, options, threads, args.steps, args.repeats)?;

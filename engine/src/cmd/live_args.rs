@@ -10,8 +10,8 @@ use std::sync::Arc;
 use anyhow::{bail, ensure, Context as _, Result};
 use serde::Serialize;
 
+use super::model_flags::ModelFlags;
 use crate::live::clock::TempoSource;
-use crate::model::WeightFormat;
 use crate::session::{Release, SessionSpec};
 
 #[derive(Debug, clap::Args)]
@@ -60,15 +60,8 @@ pub struct LiveArgs {
     /// Most channel-0 notes sounding at once [default: the bundle's for the part, else 8].
     #[arg(long)]
     pub max_polyphony: Option<u32>,
-    /// How the engine holds the weights [default: the bundle's recommendation, else f32].
-    #[arg(long, value_enum)]
-    pub weights: Option<WeightFormat>,
-    /// Threads for the model (decode and prefill) [default: the physical cores].
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Where the model runs: cpu, cuda or cuda:N (the GPU server of a Pi rig: docs/RIGS.md).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub model: ModelFlags,
     /// Write the run's report (events, lateness, drops, timings) as JSON here at exit.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
@@ -96,8 +89,8 @@ impl LiveArgs {
             release: Release::HorizonMs(self.release_horizon_ms),
             max_note_ticks: self.max_note_ticks,
             max_polyphony: self.max_polyphony,
-            weights: self.weights,
-            device: self.device.clone(),
+            weights: self.model.weights,
+            device: self.model.device.clone(),
             steps_per_advance: Some(self.steps_per_advance),
             listen: true,
         }

@@ -6,6 +6,7 @@ pub mod decode;
 pub mod encode;
 pub mod jack;
 pub mod live_args; // the flags `jack` and `alsa` share
+pub mod model_flags; // --weights, --threads, --device
 pub mod render;
 pub mod score;
 

@@ -10,7 +10,8 @@ use anyhow::{ensure, Context as _, Result};
 use crate::backend::file::{output_midi, render, Clock, RenderOptions};
 use crate::bundle::Bundle;
 use crate::events::parts::{human_part, Layout};
-use crate::model::{Olmo2, WeightFormat};
+use super::model_flags::ModelFlags;
+use crate::model::Olmo2;
 use crate::session::{Engine, Release, SessionSpec};
 use crate::tempo::{MAX_BPM, MIN_BPM};
 
@@ -85,15 +86,8 @@ pub struct RenderArgs {
     /// are and leaves out its channel 0 (the model's).
     #[arg(long, value_enum, default_value_t = Layout::Parts)]
     pub channels: Layout,
-    /// How the engine holds the weights [default: the bundle's recommendation, else f32].
-    #[arg(long, value_enum)]
-    pub weights: Option<WeightFormat>,
-    /// Threads for the model (decode and prefill) [default: the physical cores].
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Where the model runs: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub model: ModelFlags,
     /// Write figures (events, lateness, flushes, prefix cuts, tokens, ms/token) as JSON here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -115,8 +109,8 @@ impl RenderArgs {
             release: Release::Ticks(self.release_ticks),
             max_note_ticks: self.max_note_ticks,
             max_polyphony: self.max_polyphony,
-            weights: self.weights,
-            device: self.device.clone(),
+            weights: self.model.weights,
+            device: self.model.device.clone(),
             // On the wall clock, read the input between tokens.
             steps_per_advance: (self.clock == ClockArg::Wall).then_some(1),
             listen: !self.no_listen,
@@ -135,8 +129,8 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let bytes = std::fs::read(&args.input)
         .context("cannot read the file")
         .context(input_name.clone())?;
-    super::set_threads(args.threads)?;
-    let device = super::device(&args.device)?;
+    args.model.apply_threads()?;
+    let device = args.model.device()?;
     let bundle = Bundle::load(&args.bundle)?;
     let mut spec = args.spec();
     let options = spec.model_options(&bundle);

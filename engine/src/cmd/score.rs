@@ -15,9 +15,10 @@ use clap::Args;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::model_flags::ModelFlags;
 use super::print_stdout;
 use crate::bundle::Bundle;
-use crate::model::{ModelOptions, Olmo2, WeightFormat};
+use crate::model::{ModelOptions, Olmo2};
 
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
@@ -31,15 +32,8 @@ pub struct ScoreArgs {
     /// Also print the most likely token at every predicted position.
     #[arg(long)]
     pub top1: bool,
-    /// How the engine holds the weights [default: the bundle's recommendation, else f32].
-    #[arg(long, value_enum)]
-    pub weights: Option<WeightFormat>,
-    /// Threads for the model [default: the physical cores].
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Where the model runs: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub model: ModelFlags,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,16 +92,13 @@ pub fn score_window(model: &Olmo2, ids: &[u32], header: usize) -> Result<WindowS
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {
-    super::set_threads(args.threads)?;
+    args.model.apply_threads()?;
     let bundle = Bundle::load(&args.bundle)?;
     let options = ModelOptions {
-        weights: args
-            .weights
-            .or(bundle.meta.defaults.weights)
-            .unwrap_or_default(),
+        weights: args.model.weights_for(&bundle),
         ..ModelOptions::default()
     };
-    let model = Olmo2::load_with(&bundle, &super::device(&args.device)?, options)
+    let model = Olmo2::load_with(&bundle, &args.model.device()?, options)
         .with_context(|| format!("loading the model of {}", args.bundle.display()))?;
     let name = args.windows.display().to_string();
     let input: Box<dyn Read> = if name == "-" {
