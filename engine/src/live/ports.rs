@@ -19,6 +19,7 @@
 
 use anyhow::{bail, Result};
 
+use super::stats::RtStats;
 use super::{InKind, MODEL_CHANNEL};
 use crate::events::NoteSet;
 
@@ -128,6 +129,34 @@ pub enum Classified {
     Merged,
     /// A note-off of a note that is not sounding.
     Unmatched,
+}
+
+impl Classified {
+    /// Count what became of this message in both backends' input sides. `pushed`: whether a
+    /// passed event went into the decoder's ring. A refused note-on is forgotten by the filter
+    /// (the note never sounded for the model); a refused note-off waits in it for room
+    /// ([`InputFilter::retry_offs`]). Allocation-free: the JACK callback calls it.
+    #[inline]
+    pub fn count(self, filter: &mut InputFilter, stats: &RtStats, pushed: bool) {
+        match (self, pushed) {
+            (Classified::Pass(InKind::NoteOn { .. } | InKind::NoteOff { .. }), true) => {
+                RtStats::bump(&stats.notes_in)
+            }
+            (Classified::Pass(InKind::NoteOn { channel, pitch, .. }), false) => {
+                filter.on_refused(channel, pitch);
+                RtStats::bump(&stats.dropped_ring_full);
+            }
+            (Classified::Pass(InKind::NoteOff { channel, pitch }), false) => {
+                filter.off_refused(channel, pitch);
+                RtStats::bump(&stats.deferred_offs);
+            }
+            (Classified::Pass(_), true) => RtStats::bump(&stats.clock_in),
+            (Classified::Pass(_), false) => RtStats::bump(&stats.dropped_clock_ring_full),
+            (Classified::Filtered, _) => RtStats::bump(&stats.filtered),
+            (Classified::Merged, _) => RtStats::bump(&stats.merged),
+            (Classified::Unmatched, _) => RtStats::bump(&stats.unmatched_off),
+        }
+    }
 }
 
 /// The human notes sounding, as the decoder thread has been told (see the module docs).

@@ -68,29 +68,12 @@ impl ProcessHandler for RtProcess {
             for raw in port.iter(ps) {
                 let frame = start + u64::from(raw.time);
                 RtStats::bump(&stats.received);
-                match self.filter.classify(*mode, raw.bytes) {
-                    Classified::Pass(kind) => {
-                        let ok = self.to_decoder.push(InEvent { frame, kind }).is_ok();
-                        match (kind, ok) {
-                            (InKind::NoteOn { .. } | InKind::NoteOff { .. }, true) => {
-                                RtStats::bump(&stats.notes_in)
-                            }
-                            (InKind::NoteOn { channel, pitch, .. }, false) => {
-                                self.filter.on_refused(channel, pitch);
-                                RtStats::bump(&stats.dropped_ring_full);
-                            }
-                            (InKind::NoteOff { channel, pitch }, false) => {
-                                self.filter.off_refused(channel, pitch);
-                                RtStats::bump(&stats.deferred_offs);
-                            }
-                            (_, true) => RtStats::bump(&stats.clock_in),
-                            (_, false) => RtStats::bump(&stats.dropped_clock_ring_full),
-                        }
-                    }
-                    Classified::Filtered => RtStats::bump(&stats.filtered),
-                    Classified::Merged => RtStats::bump(&stats.merged),
-                    Classified::Unmatched => RtStats::bump(&stats.unmatched_off),
-                }
+                let classified = self.filter.classify(*mode, raw.bytes);
+                let pushed = match classified {
+                    Classified::Pass(kind) => self.to_decoder.push(InEvent { frame, kind }).is_ok(),
+                    _ => false,
+                };
+                classified.count(&mut self.filter, stats, pushed);
             }
         }
 

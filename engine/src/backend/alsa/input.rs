@@ -17,41 +17,27 @@ impl InputSide {
     pub fn receive(&mut self, shared: &Shared, mode: InputMode, frame: u64, bytes: &[u8]) {
         let stats = &shared.stats;
         RtStats::bump(&stats.received);
-        match self.filter.classify(mode, bytes) {
-            Classified::Pass(kind) => {
-                let mut ok = self.to_decoder.push(InEvent { frame, kind }).is_ok();
-                if !ok {
-                    if let InKind::NoteOff { .. } = kind {
-                        // Not a real-time thread: a note-off waits for room rather than hang.
-                        RtStats::bump(&stats.deferred_offs);
-                        for _ in 0..5000 {
-                            std::thread::sleep(Duration::from_micros(200));
-                            if self.to_decoder.push(InEvent { frame, kind }).is_ok() {
-                                ok = true;
-                                break;
-                            }
-                        }
-                        if ok {
-                            RtStats::bump(&stats.notes_in);
-                        }
-                        return;
-                    }
-                }
-                match (kind, ok) {
-                    (InKind::NoteOn { .. } | InKind::NoteOff { .. }, true) => {
-                        RtStats::bump(&stats.notes_in)
-                    }
-                    (InKind::NoteOn { channel, pitch, .. }, false) => {
-                        self.filter.on_refused(channel, pitch);
-                        RtStats::bump(&stats.dropped_ring_full);
-                    }
-                    (_, true) => RtStats::bump(&stats.clock_in),
-                    (_, false) => RtStats::bump(&stats.dropped_clock_ring_full),
+        let classified = self.filter.classify(mode, bytes);
+        let Classified::Pass(kind) = classified else {
+            classified.count(&mut self.filter, stats, false);
+            return;
+        };
+        let mut pushed = self.to_decoder.push(InEvent { frame, kind }).is_ok();
+        if !pushed && matches!(kind, InKind::NoteOff { .. }) {
+            // Not a real-time thread: a note-off waits for room rather than hang.
+            RtStats::bump(&stats.deferred_offs);
+            for _ in 0..5000 {
+                std::thread::sleep(Duration::from_micros(200));
+                if self.to_decoder.push(InEvent { frame, kind }).is_ok() {
+                    pushed = true;
+                    break;
                 }
             }
-            Classified::Filtered => RtStats::bump(&stats.filtered),
-            Classified::Merged => RtStats::bump(&stats.merged),
-            Classified::Unmatched => RtStats::bump(&stats.unmatched_off),
+            if pushed {
+                RtStats::bump(&stats.notes_in);
+            }
+            return;
         }
+        classified.count(&mut self.filter, stats, pushed);
     }
 }
