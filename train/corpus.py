@@ -1,24 +1,9 @@
-"""Corpus building: MIDI files → training examples in the event language (docs/FORMAT.md).
+"""Corpus building: MIDI files → a corpus folder of training examples (docs/TRAINING.md "Corpus").
 
-A multi-part piece gives one example per target part. A *part* is one (track, channel) source of
-the file that has notes. For each target part:
-
-- the target part moves to channel 0 (the model's channel);
-- drum parts (source channel 9) stay on channel 9, unless the drum part is the target;
-- the other parts take channels 1, 2, …, 15 in (track, channel) order, skipping 9 while a drum part
-  holds it; a piece with more parts than free channels folds the extra parts onto channels 1, 2, …
-  again (rule 9 of FORMAT.md then merges the voices that collide);
-- the example's header is `[GENRE_<NAME>]` (from --genre or a genre map; omitted without one)
-  followed by `[PART_<NAME>]`: the canonical voice or instrument its track name names
-  (`Alto Oboe 2 Viloin 2` → `[PART_ALTO]`, `Violin 1` → `[PART_VIOLIN]`: see PART_NAMES), else the
-  General MIDI program family of the part (`[PART_STRINGS]`, `[PART_DRUMS]` for channel 9), else
-  `[PART_<n>]` (its 1-based index).
-
-Optional transposition writes each example in all 12 keys (−5 … +6 semitones). A note that would
-leave 0–127 moves by an octave (never wraps); drums (source channel 9) are never transposed.
-
-Pieces (files), never transpositions or parts, are split into train and validation, so no piece
-is on both sides. Output folder:
+The parts of a piece and their channels are train/corpus_parts.py; one piece's examples are
+train/corpus_examples.py (both re-exported here). This module finds the files, reads them (a
+process pool), splits the pieces (files, never transpositions or parts, so no piece is on both
+sides) and writes, and reads back, the folder:
 
     corpus.json   manifest: parameters, sources, split, counts, metadata tokens, skipped files
     train.jsonl   one example a line: {"text", "piece", "part", "transposition", "notes"}
@@ -30,9 +15,7 @@ import fnmatch
 import json
 import os
 import random
-import re
 import tomllib
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -40,44 +23,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from midicopilot.train import events as ev
+from midicopilot.train.corpus_examples import (
+    ENTRY_HAZARD,
+    MAX_ENTRY_BEATS,
+    TRANSPOSITIONS,
+    Example,
+    entry_beats,
+    header_words,
+    piece_examples,
+    target_example,
+    transpose_pitch,
+)
+from midicopilot.train.corpus_parts import (
+    DRUM_CHANNEL,
+    GM_FAMILIES,
+    PART_NAMES,
+    canonical_part,
+    channel_map,
+    part_token,
+    piece_parts,
+)
+
+__all__ = [
+    "CORPUS_FORMAT", "CORPUS_VERSION", "DRUM_CHANNEL", "ENTRY_HAZARD", "GM_FAMILIES",
+    "MAX_ENTRY_BEATS", "MIDI_SUFFIXES", "PART_NAMES", "TRANSPOSITIONS",
+    "CorpusError", "CorpusSummary", "Example", "PieceResult",
+    "build_corpus", "canonical_part", "channel_map", "corpus_texts", "entry_beats",
+    "find_midi_files", "genre_for", "header_words", "iter_examples", "load_genre_map",
+    "load_manifest", "part_token", "piece_examples", "piece_parts", "split_pieces",
+    "target_example", "transpose_pitch",
+]
 
 CORPUS_FORMAT = "midicopilot-corpus"
 CORPUS_VERSION = 1
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
-DRUM_CHANNEL = 9
-TRANSPOSITIONS = tuple(range(-5, 7))  # all 12 keys: -5 … +6
-
-# General MIDI program families (program // 8), for parts without a track name.
-GM_FAMILIES = (
-    "PIANO", "CHROMATIC_PERCUSSION", "ORGAN", "GUITAR", "BASS", "STRINGS", "ENSEMBLE", "BRASS",
-    "REED", "PIPE", "SYNTH_LEAD", "SYNTH_PAD", "SYNTH_EFFECTS", "ETHNIC", "PERCUSSIVE",
-    "SOUND_EFFECTS",
-)
 
 
 class CorpusError(ValueError):
     """A corpus that cannot be built or read. `str(err)` is one line."""
-
-
-@dataclass
-class Example:
-    text: str
-    piece: str
-    part: str
-    transposition: int
-    notes: int
-    part_fallback: str = ""  # the [PART_…] token used when `part` (a track name) is too rare
-
-    def with_part(self, part: str) -> Example:
-        """The example with another [PART_…] token in its header."""
-        words = self.text.split(" ")
-        words = [part if w == self.part else w for w in header_words(self.text)] + \
-            words[len(header_words(self.text)):]
-        return Example(" ".join(words), self.piece, part, self.transposition, self.notes)
-
-    def to_json(self) -> str:
-        return json.dumps({"text": self.text, "piece": self.piece, "part": self.part,
-                           "transposition": self.transposition, "notes": self.notes})
 
 
 @dataclass
@@ -142,166 +125,6 @@ def genre_for(path: Path, genre_map: Sequence[tuple[str, str]], default: str | N
         if any(fnmatch.fnmatch(c, pattern) for c in candidates):
             return genre
     return default
-
-
-# --- one piece → examples -----------------------------------------------------------------------
-
-# Part names as musicians write them (track names: "Soprano", "Violin 1", "Alto Oboe 2 Viloin 2",
-# "Bassus") → one canonical word each, so a corpus gives a small, clean [PART_…] vocabulary.
-PART_NAMES: dict[str, str] = {
-    **{w: "SOPRANO" for w in ("SOPRANO", "SOPRAN", "CANTUS", "SUPERIUS", "DISCANTUS", "TREBLE")},
-    **{w: "ALTO" for w in ("ALTO", "ALT", "ALTUS", "CONTRALTO", "CONTRATENOR", "MEZZO")},
-    **{w: "TENOR" for w in ("TENOR", "TENORE")},
-    **{w: "BARITONE" for w in ("BARITONE", "BARITON")},
-    **{w: "BASS" for w in ("BASS", "BASSO", "BASSUS", "BASSE")},
-    **{w: "VIOLIN" for w in ("VIOLIN", "VIOLINS", "VIOLINO", "VIOLINI", "VIOLINE", "VLN", "VL")},
-    **{w: "VIOLA" for w in ("VIOLA", "VIOLAS", "VIOLE", "VLA")},
-    **{w: "CELLO" for w in ("CELLO", "CELLOS", "VIOLONCELLO", "VIOLONCELLI", "VC")},
-    **{w: "CONTRABASS" for w in ("CONTRABASS", "CONTRABASSO", "KONTRABASS", "VIOLONE")},
-    **{w: "FLUTE" for w in ("FLUTE", "FLUTES", "FLAUTO", "FLAUTI", "FLOETE", "PICCOLO")},
-    **{w: "RECORDER" for w in ("RECORDER", "RECORDERS", "BLOCKFLOETE")},
-    **{w: "OBOE" for w in ("OBOE", "OBOES", "OBOI", "HAUTBOIS")},
-    **{w: "CLARINET" for w in ("CLARINET", "CLARINETS", "CLARINETTO", "KLARINETTE")},
-    **{w: "BASSOON" for w in ("BASSOON", "BASSOONS", "FAGOTTO", "FAGOTT", "FAGOTTI")},
-    **{w: "SAXOPHONE" for w in ("SAXOPHONE", "SAX")},
-    **{w: "HORN" for w in ("HORN", "HORNS", "CORNO", "CORNI")},
-    **{w: "TRUMPET" for w in ("TRUMPET", "TRUMPETS", "TROMBA", "TROMBE", "CLARINO")},
-    **{w: "CORNET" for w in ("CORNET", "CORNETT", "CORNETTO")},
-    **{w: "TROMBONE" for w in ("TROMBONE", "TROMBONES", "POSAUNE")},
-    **{w: "TUBA" for w in ("TUBA",)},
-    **{w: "PIANO" for w in ("PIANO", "PIANOFORTE", "KLAVIER")},
-    **{w: "ORGAN" for w in ("ORGAN", "ORGANO", "ORGEL")},
-    **{w: "HARPSICHORD" for w in ("HARPSICHORD", "CEMBALO")},
-    **{w: "CONTINUO" for w in ("CONTINUO",)},
-    **{w: "HARP" for w in ("HARP", "ARPA")},
-    **{w: "GUITAR" for w in ("GUITAR", "GUITARS", "GUITARRA")},
-    **{w: "LUTE" for w in ("LUTE", "LIUTO", "THEORBO")},
-    **{w: "TIMPANI" for w in ("TIMPANI", "TIMPANO", "PAUKEN")},
-    **{w: "DRUMS" for w in ("DRUMS", "DRUM", "PERCUSSION", "KIT")},
-    **{w: "VOICE" for w in ("VOICE", "VOCAL", "VOCALS", "VOX", "VOCE", "SINGER")},
-}
-
-
-def canonical_part(name: str) -> str | None:
-    """The canonical part word of a track name: its first word that names a voice or an
-    instrument ("Alto Oboe 2 Viloin 2" → ALTO, "Double Bass" → CONTRABASS), or None."""
-    words = re.findall(r"[A-Z]+", name.upper())
-    for i, word in enumerate(words):
-        if word == "DOUBLE" and words[i + 1:i + 2] == ["BASS"]:
-            return "CONTRABASS"
-        if word in PART_NAMES:
-            return PART_NAMES[word]
-    return None
-
-
-def part_token(piece: ev.Piece, source: tuple[int, int], index: int,
-               use_name: bool = True) -> str:
-    """[PART_…] of a source: its track name's canonical part word, else its GM family, else its
-    index."""
-    part = canonical_part(piece.part_names.get(source, "")) if use_name else None
-    if part:
-        return f"[PART_{part}]"
-    if source[1] == DRUM_CHANNEL:
-        return "[PART_DRUMS]"
-    if source in piece.programs:
-        return f"[PART_{GM_FAMILIES[piece.programs[source] // 8]}]"
-    return f"[PART_{index + 1}]"
-
-
-def channel_map(parts: Sequence[tuple[int, int]], target: tuple[int, int]) -> dict:
-    """Source → output channel for one target part (see the module docstring)."""
-    mapping = {target: 0}
-    drums = [p for p in parts if p != target and p[1] == DRUM_CHANNEL]
-    for part in drums:
-        mapping[part] = DRUM_CHANNEL
-    free = [c for c in range(1, 16) if c != DRUM_CHANNEL or not drums]
-    others = [p for p in parts if p not in mapping]
-    for i, part in enumerate(others):
-        mapping[part] = free[i % len(free)]
-    return mapping
-
-
-def transpose_pitch(pitch: int, shift: int) -> int:
-    """Shift a pitch; one that would leave 0–127 moves by octaves back inside (never wraps)."""
-    p = pitch + shift
-    while p > 127:
-        p -= 12
-    while p < 0:
-        p += 12
-    return p
-
-
-# Live, the band always plays first: the copilot hears the band's first instant before it can
-# play anything, so its part never sounds in the piece's first instant, and it may come in later
-# still. Examples are written the same way (docs/QUALITY.md, "Entering after the band"): the
-# target's notes that start before its entry are left out. The entry is the band's first onset
-# plus a number of beats drawn per example (piece, part, key) from a seeded hash: each beat the
-# part comes in with probability ENTRY_HAZARD (0 beats: half the examples, 1: a quarter, …), so
-# however long the model has been silent, its chance to come in at the next beat is the same.
-ENTRY_HAZARD = 0.5
-MAX_ENTRY_BEATS = 16
-
-
-def entry_beats(piece: str, part: int, shift: int) -> int:
-    """The entry delay (beats after the band's first onset) of one example."""
-    u = (zlib.crc32(f"{piece}|{part}|{shift}".encode()) + 0.5) / 2**32
-    beats = 0
-    while u < (1 - ENTRY_HAZARD) ** (beats + 1) and beats < MAX_ENTRY_BEATS:
-        beats += 1
-    return beats
-
-
-def piece_examples(piece: ev.Piece, params: ev.LanguageParams, genre: str | None,
-                   transpositions: Sequence[int] = (0,)) -> list[Example]:
-    """Every (target part, transposition) example of a piece, the target entering after the
-    band (see ENTRY_BEATS)."""
-    return [target_example(piece, params, genre, target, shift,
-                           entry_beats=entry_beats(piece.path, index, shift))
-            for index, target in enumerate(piece_parts(piece)) for shift in transpositions]
-
-
-def piece_parts(piece: ev.Piece) -> list[tuple[int, int]]:
-    """The piece's parts: its (track, channel) sources with notes, in order."""
-    return sorted({n.source for n in piece.notes})
-
-
-def target_example(piece: ev.Piece, params: ev.LanguageParams, genre: str | None,
-                   target: tuple[int, int], shift: int = 0,
-                   part_word: str | None = None, entry_beats: int | None = None) -> Example:
-    """One example: `target` on channel 0, the other parts on 1–15, transposed by `shift`.
-    `part_word` replaces the [PART_…] word the target's name gives. With `entry_beats`, the
-    target's notes that start before the band's first onset plus that many beats are left out
-    (0: only those in the band's first instant); None keeps every note."""
-    parts = piece_parts(piece)
-    index = parts.index(target)
-    mapping = channel_map(parts, target)
-    genre_words = [ev.meta_token("GENRE", genre)] if genre else []
-    header = [*genre_words, part_word or part_token(piece, target, index)]
-    entry = -1
-    if entry_beats is not None:
-        band = [n.start for n in piece.notes if n.source != target]
-        if band:
-            entry = min(band) + entry_beats * params.ticks_per_quarter
-    notes = [
-        ev.Note(mapping[n.source],
-                n.pitch if n.source[1] == DRUM_CHANNEL else transpose_pitch(n.pitch, shift),
-                n.start, n.end, n.velocity, n.source, n.order)
-        for n in piece.notes if n.source != target or n.start > entry
-    ]
-    notes = ev.normalize_notes(notes)
-    text = ev.events_to_text(ev.notes_to_events(notes, params), params, header)
-    return Example(text, piece.path, header[-1], shift, len(notes),
-                   part_token(piece, target, index, use_name=False))
-
-
-def header_words(text: str) -> list[str]:
-    """The metadata words that open a text."""
-    words = []
-    for word in text.split(" "):
-        if not word.startswith("["):
-            break
-        words.append(word)
-    return words
 
 
 def _process(job: tuple[str, dict, str | None, tuple[int, ...]]) -> PieceResult:
