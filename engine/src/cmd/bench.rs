@@ -14,11 +14,15 @@
 //! the logits of a prefill, of token-by-token decode steps with the cache, and of a refill after
 //! a prefix cut.
 
+mod logits;
+mod memory;
+mod report;
+mod transformers;
+
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::Device;
 use clap::Args;
 use serde_json::{json, Value};
@@ -26,7 +30,12 @@ use serde_json::{json, Value};
 use super::model_flags::ModelFlags;
 use super::print_stdout;
 use crate::bundle::Bundle;
-use crate::model::{KvFormat, ModelOptions, Olmo2, WeightFormat};
+use crate::model::{KvFormat, ModelOptions, Olmo2};
+
+pub use logits::{run_logits, LogitsArgs};
+pub use memory::{peak_rss_mib, read_bandwidth_gbs, status_mib};
+use report::{print_table, report};
+use transformers::bench_transformers;
 
 /// Contexts at which decode is timed, and prefill lengths.
 const DECODE_CONTEXTS: [usize; 3] = [64, 256, 512];
@@ -119,62 +128,6 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 
 fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
-}
-
-/// A memory figure of this process from /proc/self/status in MiB (`VmHWM`: peak resident set;
-/// `VmRSS`: resident now; `RssAnon`: resident and not file-backed).
-pub fn status_mib(key: &str) -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status
-        .lines()
-        .find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-/// Peak resident set of this process in MiB (VmHWM), if /proc says.
-pub fn peak_rss_mib() -> Option<f64> {
-    status_mib("VmHWM")
-}
-
-/// Streaming read bandwidth in GB/s on `threads` threads: each sums its share of a buffer several
-/// times the last-level cache (at least 256 MiB); the best of a few passes.
-pub fn read_bandwidth_gbs(threads: usize) -> f64 {
-    let bytes = (4 * last_level_cache_bytes().unwrap_or(32 << 20)).max(256 << 20);
-    let words = vec![1u64; bytes / 8];
-    let chunk = words.len().div_ceil(threads.max(1));
-    let mut best = 0.0f64;
-    for _ in 0..5 {
-        let start = Instant::now();
-        let sum: u64 = std::thread::scope(|s| {
-            let parts: Vec<_> = words
-                .chunks(chunk)
-                .map(|part| s.spawn(move || part.iter().fold(0u64, |a, &w| a.wrapping_add(w))))
-                .collect();
-            parts.into_iter().map(|p| p.join().unwrap_or(0)).sum()
-        });
-        std::hint::black_box(sum);
-        best = best.max(bytes as f64 / start.elapsed().as_secs_f64() / 1e9);
-    }
-    best
-}
-
-/// The largest CPU cache this Linux machine reports (sysfs), in bytes.
-fn last_level_cache_bytes() -> Option<usize> {
-    let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
-    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("size")).ok())
-        .filter_map(|s| {
-            let s = s.trim();
-            let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-            let n: usize = n.parse().ok()?;
-            Some(match unit {
-                "K" => n << 10,
-                "M" => n << 20,
-                "G" => n << 30,
-                _ => n,
-            })
-        })
-        .max()
 }
 
 fn bench_engine(
@@ -277,214 +230,4 @@ fn bench_engine(
         "rss_mib": status_mib("VmRSS"),
         "rss_anon_mib": status_mib("RssAnon"),
     }))
-}
-
-fn bench_transformers(args: &BenchArgs, threads: usize) -> Result<Value> {
-    let python = args
-        .python
-        .clone()
-        .or_else(|| std::env::var("MIDICOPILOT_PYTHON").ok())
-        .unwrap_or_else(|| "python3".to_string());
-    let output = Command::new(&python)
-        .args([
-            "-m",
-            "midicopilot.train.bench_transformers",
-            "--json",
-            "--steps",
-        ])
-        .arg(args.steps.to_string())
-        .arg("--repeats")
-        .arg(args.repeats.to_string())
-        .arg("--threads")
-        .arg(threads.to_string())
-        .arg("--bundle")
-        .arg(&args.bundle)
-        .output()
-        .with_context(|| {
-            format!(
-                "cannot run {python} for the transformers comparison (or pass --no-transformers)"
-            )
-        })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no message");
-        bail!("the transformers benchmark failed: {last} (or pass --no-transformers)");
-    }
-    serde_json::from_slice(&output.stdout).context("the transformers benchmark printed no JSON")
-}
-
-/// One JSON object: the model, the engine's figures at the top level (`weights`, `decode_ms`,
-/// `prefill_ms`, `bound_ms`, `floor_ms`, …), and `transformers` with the same keys.
-fn report(bundle: &Bundle, engine: Value, transformers: Option<Value>) -> Value {
-    let c = &bundle.config;
-    let mut report = json!({
-        "bundle": bundle.dir.display().to_string(),
-        "model": {
-            "parameters": c.parameter_count(),
-            "hidden_size": c.hidden_size,
-            "layers": c.num_hidden_layers,
-            "heads": c.num_attention_heads,
-            "kv_heads": c.kv_heads(),
-            "intermediate_size": c.intermediate_size,
-            "vocab_size": c.vocab_size,
-        },
-    });
-    if let (Some(out), Value::Object(e)) = (report.as_object_mut(), engine) {
-        out.extend(e);
-    }
-    if let Some(mut tf) = transformers {
-        for (section, key, flat) in [
-            ("decode", "mean_ms", "decode_ms"),
-            ("prefill", "median_ms", "prefill_ms"),
-        ] {
-            let figures: serde_json::Map<String, Value> = tf[section]
-                .as_object()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v[key].clone())).collect())
-                .unwrap_or_default();
-            tf[flat] = Value::Object(figures);
-        }
-        report["transformers"] = tf;
-    }
-    report
-}
-
-fn print_table(report: &Value) {
-    let m = &report["model"];
-    println!(
-        "bundle {}: {:.1}M parameters, hidden {}, {} layers, {} heads ({} kv), vocab {}",
-        report["bundle"].as_str().unwrap_or("?"),
-        m["parameters"].as_f64().unwrap_or(0.0) / 1e6,
-        m["hidden_size"],
-        m["layers"],
-        m["heads"],
-        m["kv_heads"],
-        m["vocab_size"],
-    );
-    println!(
-        "weights {} ({:.1} MB, {} matrices kept f32), KV cache {}, {} threads; read bandwidth \
-         {:.1} GB/s",
-        report["weights"].as_str().unwrap_or("?"),
-        report["weight_bytes"].as_f64().unwrap_or(0.0) / 1e6,
-        report["matrices_kept_f32"],
-        report["kv_cache"].as_str().unwrap_or("?"),
-        report["threads"],
-        report["bandwidth_gbs"].as_f64().unwrap_or(0.0),
-    );
-    let tf = report.get("transformers");
-    let num = |v: &Value| {
-        v.as_f64()
-            .map(|x| format!("{x:.2}"))
-            .unwrap_or_else(|| "-".into())
-    };
-    println!(
-        "{:<26}{:>10}{:>10}{:>9}{:>14}",
-        "", "engine", "floor", "/floor", "transformers"
-    );
-    let keys = |section: &str| -> Vec<String> {
-        let mut k: Vec<String> = report[section]
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default();
-        k.sort_by_key(|k| k.parse::<usize>().unwrap_or(usize::MAX));
-        k
-    };
-    for ctx in keys("decode_ms") {
-        println!(
-            "{:<26}{:>10}{:>10}{:>9}{:>14}",
-            format!("decode ms/token @ {ctx}"),
-            num(&report["decode_ms"][&ctx]),
-            num(&report["floor_ms"][&ctx]),
-            num(&report["decode_over_floor"][&ctx]),
-            tf.map(|t| num(&t["decode_ms"][&ctx])).unwrap_or_default(),
-        );
-    }
-    for len in keys("prefill_ms") {
-        println!(
-            "{:<26}{:>10}{:>10}{:>9}{:>14}",
-            format!("prefill ms, {len} tokens"),
-            num(&report["prefill_ms"][&len]),
-            "",
-            "",
-            tf.map(|t| num(&t["prefill_ms"][&len])).unwrap_or_default(),
-        );
-    }
-    for (label, key) in [("load ms", "load_ms"), ("peak memory MiB", "peak_rss_mib")] {
-        println!(
-            "{:<26}{:>10}{:>10}{:>9}{:>14}",
-            label,
-            num(&report[key]),
-            "",
-            "",
-            tf.map(|t| num(&t[key])).unwrap_or_default(),
-        );
-    }
-    println!("(floor: the bytes a decode step reads at that context / the read bandwidth)");
-}
-
-#[derive(Debug, Args)]
-pub struct LogitsArgs {
-    /// Model bundle folder.
-    #[arg(long)]
-    pub bundle: PathBuf,
-    /// Token ids run as one multi-token forward pass (comma-separated).
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub prefill: Vec<u32>,
-    /// Token ids then fed one at a time through the cache.
-    #[arg(long, value_delimiter = ',')]
-    pub decode: Vec<u32>,
-    /// Cut the cache back to this many tokens afterwards (a prefix cut) ...
-    #[arg(long, requires = "refill")]
-    pub cut: Option<usize>,
-    /// ... and run these token ids as one forward pass from there.
-    #[arg(long, value_delimiter = ',', requires = "cut")]
-    pub refill: Vec<u32>,
-    /// KV cache capacity (default: just enough).
-    #[arg(long)]
-    pub capacity: Option<usize>,
-    /// How the engine holds the weights.
-    #[arg(long, value_enum, default_value_t = WeightFormat::F32)]
-    pub weights: WeightFormat,
-    /// Where the model runs: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-}
-
-/// Prints `{"vocab_size", "prefill": [[..]..], "decode": [[..]..], "refill": [[..]..]}`.
-pub fn run_logits(args: LogitsArgs) -> Result<()> {
-    let bundle = Bundle::load(&args.bundle)?;
-    let options = ModelOptions {
-        weights: args.weights,
-        ..ModelOptions::default()
-    };
-    let model = Olmo2::load_with(&bundle, &super::device(&args.device)?, options)?;
-    let needed =
-        (args.prefill.len() + args.decode.len()).max(args.cut.unwrap_or(0) + args.refill.len());
-    let mut cache = model.new_cache(args.capacity.unwrap_or(needed))?;
-    let prefill = model.forward_all(&mut cache, &args.prefill)?;
-    let mut decode = Vec::with_capacity(args.decode.len());
-    for &id in &args.decode {
-        decode.push(model.forward(&mut cache, &[id])?);
-    }
-    let mut refill = Vec::new();
-    if let Some(cut) = args.cut {
-        if cut > cache.len() {
-            bail!(
-                "--cut {cut} is past the {} tokens in the cache",
-                cache.len()
-            );
-        }
-        cache.truncate(cut);
-        refill = model.forward_all(&mut cache, &args.refill)?;
-    }
-    let out = json!({
-        "vocab_size": model.vocab_size(),
-        "prefill": prefill,
-        "decode": decode,
-        "refill": refill,
-    });
-    print_stdout(&format!("{out}\n"))
 }
