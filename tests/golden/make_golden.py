@@ -118,7 +118,7 @@ def smf(division: int, *tracks: bytes) -> bytes:
 
 RAW: dict[str, tuple[bytes, str]] = {
     # a meta event of a type mido does not know (0x08, program name) carries a delta time of 12
-    # that must count (mido 1.3.3 drops it; events.py puts it back).
+    # that must count (mido 1.3.3 drops it; events_midi.py puts it back).
     "unknown_meta": (smf(24, bytes([0x00, 0x90, 60, 100, 0x0C, 0xFF, 0x08, 0x03, 0x61, 0x62, 0x63,
                                     0x0C, 0x80, 60, 64, 0x00, 0xFF, 0x2F, 0x00])),
                      "0+060g P_24 0-060"),

@@ -68,7 +68,7 @@ pub enum EventError {
 }
 
 /// Why a word is refused (FORMAT.md "Streaming: Decoder"). The messages carry the same keywords
-/// as the Python decoder's (train/events.py), which the golden vectors check.
+/// as the Python decoder's (train/events_text.py), which the golden vectors check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WordError {
     #[error("unknown word (not a metadata, time or instant word)")]

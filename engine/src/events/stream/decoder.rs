@@ -1,5 +1,5 @@
 //! The strict word-at-a-time decoder (FORMAT.md "Streaming: Decoder"): it refuses exactly the
-//! words the Python decoder (train/events.py) refuses, with the same keywords.
+//! words the Python decoder (train/events_text.py) refuses, with the same keywords.
 
 use super::{time_class, time_may_follow, LastWord};
 use crate::events::item::{hex_digit, item_text, parse_item_at, time_word_value, NoteSet};
