@@ -5,7 +5,7 @@ PYTHON ?= python3
 export CARGO_TARGET_DIR ?= $(CURDIR)/engine/target
 export MIDICOPILOT_ENGINE ?= $(CARGO_TARGET_DIR)/release/midicopilot-engine
 
-.PHONY: setup setup-play demo test test-python test-rust lint
+.PHONY: setup setup-play demo test test-python test-rust lint build-cuda
 
 setup:
 	@scripts/setup.sh dev
@@ -26,3 +26,10 @@ test-rust:
 
 test-python:
 	$(PYTHON) -m pytest -q
+
+# The engine with CUDA, built without a GPU (docs/ENGINE.md "CUDA"): the toolkit from PyPI wheels,
+# its own target folder (other features than the CPU build).
+build-cuda:
+	eval "$$(scripts/cuda-toolkit.sh)" && \
+	  CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)-cuda cargo build --release --features cuda \
+	  --manifest-path engine/Cargo.toml

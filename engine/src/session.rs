@@ -31,8 +31,8 @@ pub use engine::Engine;
 pub use spec::{Release, SessionSpec};
 
 use crate::decode::Context;
-use crate::events::{EventKind, NoteEvent};
 use crate::decode::Sampler;
+use crate::events::{EventKind, NoteEvent};
 
 /// The decoder loop (see the module doc).
 pub struct Session {

@@ -8,8 +8,8 @@ use super::{
     invalid, BundleError, EventParams, PlayDefaults, BUNDLE_FORMAT, BUNDLE_VERSION, CONFIG_FILE,
     EVENT_LANGUAGE, META_FILE, WEIGHTS_FILE,
 };
-use crate::model::Olmo2Config;
 use crate::decode::SamplingParams;
+use crate::model::Olmo2Config;
 
 pub(super) fn check_versions(dir: &Path, meta: &serde_json::Value) -> Result<(), BundleError> {
     let format = meta.get("format").and_then(|v| v.as_str());

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{ensure, Context as _, Result};
 
+use super::model_flags::ModelFlags;
 use crate::backend::file::{output_midi, render, Clock, RenderOptions};
 use crate::bundle::Bundle;
 use crate::events::parts::{human_part, Layout};
-use super::model_flags::ModelFlags;
 use crate::model::Olmo2;
 use crate::session::{Engine, Release, SessionSpec};
 use crate::tempo::{MAX_BPM, MIN_BPM};

@@ -3,8 +3,8 @@
 use anyhow::{ensure, Result};
 
 use crate::decode::{ContextConfig, ContextStats};
-use crate::events::LanguageParams;
 use crate::decode::{Policy, SamplingParams};
+use crate::events::LanguageParams;
 
 /// How the session plays.
 #[derive(Debug, Clone, Copy, PartialEq)]

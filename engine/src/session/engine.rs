@@ -6,9 +6,9 @@ use anyhow::{ensure, Result};
 use tokenizers::Tokenizer;
 
 use crate::bundle::{Bundle, PlayDefaults};
+use crate::decode::{TokenTable, VocabTrie};
 use crate::events::LanguageParams;
 use crate::model::Olmo2;
-use crate::decode::{TokenTable, VocabTrie};
 
 /// The shared, read-only parts a session needs from a bundle: the model and the vocabulary.
 #[derive(Clone)]

@@ -10,10 +10,10 @@ use anyhow::{ensure, Context as _, Result};
 use super::{Engine, Session, SessionConfig};
 use crate::bundle::{Bundle, PlayDefaults};
 use crate::decode::ContextConfig;
+use crate::decode::Policy;
 use crate::events::LanguageParams;
 use crate::live::control::SwitchRequest;
 use crate::model::{ModelOptions, Olmo2, WeightFormat};
-use crate::decode::Policy;
 use crate::tempo::{MAX_BPM, MIN_BPM};
 
 /// How events leave the session before they are due.
