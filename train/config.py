@@ -60,7 +60,7 @@ class LoraSettings:
     dropout: float = 0.05
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    # Trained in full (the vocabulary changed, so these are new): design document §4.2.
+    # Trained in full: the vocabulary changed, so these rows are new (docs/TRAINING.md).
     modules_to_save: list[str] = field(default_factory=lambda: ["embed_tokens", "lm_head"])
 
 

@@ -59,7 +59,7 @@ class NoteEvent(NamedTuple):
     velocity_bin: int | None = None
 
     def sort_key(self) -> tuple[int, int, int, int]:
-        # Design document §3.2: time, note-off before note-on, channel, pitch.
+        # docs/FORMAT.md "Sort order": time, note-off before note-on, channel, pitch.
         return (self.tick, 0 if self.kind == "off" else 1, self.channel, self.pitch)
 
 

@@ -7,7 +7,7 @@
   re-initialized (the MIDI tokens share nothing with the English ones) from the old rows' mean
   and spread; [PAD] and [EOS] ids go into the config.
 - peft LoRA on q/k/v/o projections; embed_tokens and lm_head are `modules_to_save` (trained in
-  full), as the design document §4.2 asks.
+  full): docs/TRAINING.md "Model".
 """
 from __future__ import annotations
 

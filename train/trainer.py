@@ -1,6 +1,6 @@
 """The training loop of both phases, in plain torch (nanoGPT-style: read it top to bottom).
 
-    align:  generic corpus, fresh LoRA + resized embeddings          (design document §4.1, phase 1)
+    align:  generic corpus, fresh LoRA + resized embeddings          (phase 1, docs/TRAINING.md)
     style:  target corpus, windows open with [GENRE_…] [PART_…],
             starts from the align checkpoint (--init-from)          (phase 2)
 
