@@ -90,7 +90,7 @@ impl AlsaArgs {
 
 pub fn run(args: AlsaArgs) -> Result<()> {
     let opts = args.options()?;
-    args.live.model.apply_threads()?;
+    args.live.session.model.apply_threads()?;
     // No sequencer, no run: say so before the model loads.
     alsa::check_sequencer(&args.seq_device)?;
     let ports = alsa::list_ports(&args.client_name)?;

@@ -41,7 +41,7 @@ pub fn run(args: JackArgs) -> Result<()> {
     }
     let live = &args.live;
     live.validate()?;
-    live.model.apply_threads()?;
+    live.session.model.apply_threads()?;
     let inputs = parse_inputs(&args.inputs)?;
     if let Some(server) = &args.server {
         ensure!(!server.is_empty(), "--server: empty name");

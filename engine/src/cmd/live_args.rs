@@ -10,58 +10,26 @@ use std::sync::Arc;
 use anyhow::{bail, ensure, Context as _, Result};
 use serde::Serialize;
 
-use super::model_flags::ModelFlags;
+use super::session_flags::SessionFlags;
 use crate::live::clock::TempoSource;
 use crate::session::{Release, SessionSpec};
 
 #[derive(Debug, clap::Args)]
 pub struct LiveArgs {
-    /// The model bundle folder.
-    #[arg(long, value_name = "DIR")]
-    pub bundle: PathBuf,
+    /// The session: bundle, header, sampling, context, weights (shared with the other
+    /// model commands).
+    #[command(flatten)]
+    pub session: SessionFlags,
     /// Where the tempo comes from (`transport`: JACK's, jack backend only).
     #[arg(long, value_enum, default_value_t = TempoSource::Preset)]
     pub tempo_source: TempoSource,
     /// The tempo (the starting tempo for transport and midi_clock).
     #[arg(long, default_value_t = 120.0)]
     pub bpm: f64,
-    /// Generate this far ahead of now (default: one beat).
-    #[arg(long, value_name = "TICKS")]
-    pub lookahead_ticks: Option<u64>,
     /// Hand events to the output side (JACK's real-time thread, ALSA's timer) this long before
     /// they are due.
     #[arg(long, value_name = "MS", default_value_t = 40.0)]
     pub release_horizon_ms: f64,
-    /// Sampling temperature (0: always the most likely allowed token) [default: the bundle's,
-    /// else 1].
-    #[arg(long)]
-    pub temperature: Option<f32>,
-    /// Nucleus sampling: keep the most likely tokens up to this probability (0 < P ≤ 1)
-    /// [default: the bundle's, else 0.95].
-    #[arg(long)]
-    pub top_p: Option<f32>,
-    /// Seed of the sampler.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Genre word of the context header, [GENRE_<NAME>] (default: the bundle's recommended one,
-    /// else its first).
-    #[arg(long, value_name = "NAME")]
-    pub genre: Option<String>,
-    /// Part word of the context header, [PART_<NAME>] (default: the bundle's recommended one,
-    /// else its first).
-    #[arg(long, value_name = "NAME")]
-    pub part: Option<String>,
-    /// Context limit in tokens (the KV cache's size; flushes keep half).
-    #[arg(long, default_value_t = 512)]
-    pub context: usize,
-    /// Longest channel-0 note in ticks (default: two 4/4 bars).
-    #[arg(long, value_name = "TICKS")]
-    pub max_note_ticks: Option<u64>,
-    /// Most channel-0 notes sounding at once [default: the bundle's for the part, else 8].
-    #[arg(long)]
-    pub max_polyphony: Option<u32>,
-    #[command(flatten)]
-    pub model: ModelFlags,
     /// Write the run's report (events, lateness, drops, timings) as JSON here at exit.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
@@ -76,24 +44,12 @@ pub struct LiveArgs {
 impl LiveArgs {
     /// The session these flags describe (a switch starts from it).
     pub fn spec(&self) -> SessionSpec {
-        SessionSpec {
-            bundle: self.bundle.clone(),
-            genre: self.genre.clone(),
-            part: self.part.clone(),
-            bpm: self.bpm,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            seed: self.seed,
-            context: self.context,
-            lookahead_ticks: self.lookahead_ticks,
-            release: Release::HorizonMs(self.release_horizon_ms),
-            max_note_ticks: self.max_note_ticks,
-            max_polyphony: self.max_polyphony,
-            weights: self.model.weights,
-            device: self.model.device.clone(),
-            steps_per_advance: Some(self.steps_per_advance),
-            listen: true,
-        }
+        self.session.spec(
+            self.bpm,
+            Release::HorizonMs(self.release_horizon_ms),
+            Some(self.steps_per_advance),
+            true,
+        )
     }
 
     /// Every check that needs neither the audio system nor the model, one line naming the flag.

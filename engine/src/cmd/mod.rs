@@ -9,6 +9,7 @@ pub mod live_args; // the flags `jack` and `alsa` share
 pub mod model_flags; // --weights, --threads, --device
 pub mod render;
 pub mod score;
+pub mod session_flags; // the session flags render, jack and alsa share
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{ensure, Context as _, Result};
 
-use super::model_flags::ModelFlags;
+use super::session_flags::SessionFlags;
 use crate::backend::file::{output_midi, render, Clock, RenderOptions};
 use crate::bundle::Bundle;
 use crate::events::parts::{human_part, Layout};
@@ -25,55 +25,25 @@ pub enum ClockArg {
 
 #[derive(Debug, clap::Args)]
 pub struct RenderArgs {
-    /// The model bundle folder.
-    #[arg(long, value_name = "DIR")]
-    pub bundle: PathBuf,
+    /// The session: bundle, header, sampling, context, weights (shared with the other
+    /// model commands).
+    #[command(flatten)]
+    pub session: SessionFlags,
     /// The MIDI file the human plays (its parts take channels 1–15: see --channels).
     #[arg(value_name = "IN.mid")]
     pub input: PathBuf,
     /// The MIDI file to write: the human parts plus the model's channel 0.
     #[arg(short, long, value_name = "OUT.mid")]
     pub output: PathBuf,
-    /// Seed of the sampler.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     #[arg(long, value_enum, default_value_t = ClockArg::Virtual)]
     pub clock: ClockArg,
-    /// Sampling temperature (0: always the most likely allowed token) [default: the bundle's,
-    /// else 1].
-    #[arg(long)]
-    pub temperature: Option<f32>,
-    /// Nucleus sampling: keep the most likely tokens up to this probability (0 < P ≤ 1)
-    /// [default: the bundle's, else 0.95].
-    #[arg(long)]
-    pub top_p: Option<f32>,
     /// Tempo of the wall clock and of the written file (default: IN's first tempo, else 120, the
     /// MIDI default).
     #[arg(long)]
     pub bpm: Option<f64>,
-    /// Context limit in tokens (the KV cache's size; flushes keep half).
-    #[arg(long, default_value_t = 512)]
-    pub context: usize,
-    /// Generate this far ahead of now (default: one beat).
-    #[arg(long, value_name = "TICKS")]
-    pub lookahead_ticks: Option<u64>,
     /// Release events this far before they are due (default: a sixth of a beat).
     #[arg(long, value_name = "TICKS")]
     pub release_ticks: Option<u64>,
-    /// Genre word of the context header, [GENRE_<NAME>] (default: the bundle's recommended one,
-    /// else its first).
-    #[arg(long, value_name = "NAME")]
-    pub genre: Option<String>,
-    /// Part word of the context header, [PART_<NAME>] (default: the bundle's recommended one,
-    /// else its first).
-    #[arg(long, value_name = "NAME")]
-    pub part: Option<String>,
-    /// Longest channel-0 note in ticks (default: two 4/4 bars).
-    #[arg(long, value_name = "TICKS")]
-    pub max_note_ticks: Option<u64>,
-    /// Most channel-0 notes sounding at once [default: the bundle's for the part, else 8].
-    #[arg(long)]
-    pub max_polyphony: Option<u32>,
     /// Never leave an instant to the band: the model plays at every instant its text reaches
     /// (the engine before it listened; for comparisons).
     #[arg(long)]
@@ -86,8 +56,6 @@ pub struct RenderArgs {
     /// are and leaves out its channel 0 (the model's).
     #[arg(long, value_enum, default_value_t = Layout::Parts)]
     pub channels: Layout,
-    #[command(flatten)]
-    pub model: ModelFlags,
     /// Write figures (events, lateness, flushes, prefix cuts, tokens, ms/token) as JSON here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -96,25 +64,14 @@ pub struct RenderArgs {
 impl RenderArgs {
     /// The session these flags describe (without --bpm, 120 until the file's own tempo is read).
     pub fn spec(&self) -> SessionSpec {
-        SessionSpec {
-            bundle: self.bundle.clone(),
-            genre: self.genre.clone(),
-            part: self.part.clone(),
-            bpm: self.bpm.unwrap_or(120.0),
-            temperature: self.temperature,
-            top_p: self.top_p,
-            seed: self.seed,
-            context: self.context,
-            lookahead_ticks: self.lookahead_ticks,
-            release: Release::Ticks(self.release_ticks),
-            max_note_ticks: self.max_note_ticks,
-            max_polyphony: self.max_polyphony,
-            weights: self.model.weights,
-            device: self.model.device.clone(),
-            // On the wall clock, read the input between tokens.
-            steps_per_advance: (self.clock == ClockArg::Wall).then_some(1),
-            listen: !self.no_listen,
-        }
+        // On the wall clock, read the input between tokens.
+        let steps_per_advance = (self.clock == ClockArg::Wall).then_some(1);
+        self.session.spec(
+            self.bpm.unwrap_or(120.0),
+            Release::Ticks(self.release_ticks),
+            steps_per_advance,
+            !self.no_listen,
+        )
     }
 }
 
@@ -129,13 +86,13 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let bytes = std::fs::read(&args.input)
         .context("cannot read the file")
         .context(input_name.clone())?;
-    args.model.apply_threads()?;
-    let device = args.model.device()?;
-    let bundle = Bundle::load(&args.bundle)?;
+    args.session.model.apply_threads()?;
+    let device = args.session.model.device()?;
+    let bundle = Bundle::load(&args.session.bundle)?;
     let mut spec = args.spec();
     let options = spec.model_options(&bundle);
     let model = Olmo2::load_with(&bundle, &device, options)
-        .with_context(|| format!("loading the model of {}", args.bundle.display()))?;
+        .with_context(|| format!("loading the model of {}", args.session.bundle.display()))?;
     let engine = Engine::new(&bundle, Arc::new(model))?;
     let params = engine.params;
     let human = human_part(&bytes, &params, args.channels).context(input_name.clone())?;
