@@ -94,16 +94,25 @@ def _token_name(kind: str) -> Callable[[Any], str]:
     return check
 
 
-def _regex_list(v: Any) -> tuple[str, ...]:
+def regex_list(v: Any) -> tuple[str, ...]:
+    """A port pattern or a list of them (presets' and set lists' `connect`), each compiled once
+    to check it; ValueError with the reason otherwise."""
     items = [v] if isinstance(v, str) else v
     if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-        raise _Bad(f"expected a regular expression or a list of them, got {_type_name(v)}")
+        raise ValueError(f"expected a regular expression or a list of them, got {_type_name(v)}")
     for x in items:
         try:
             re.compile(x)
         except re.error as e:
-            raise _Bad(f"bad regular expression '{x}': {e}") from None
+            raise ValueError(f"bad regular expression '{x}': {e}") from None
     return tuple(items)
+
+
+def _regex_list(v: Any) -> tuple[str, ...]:
+    try:
+        return regex_list(v)
+    except ValueError as e:
+        raise _Bad(str(e)) from None
 
 
 def _channel(v: Any) -> int | None:

@@ -206,17 +206,12 @@ def load_set_list(path: str | Path) -> SetList:
 
 
 def _patterns(value: Any, where: str) -> tuple[str, ...]:
-    import re
+    from midicopilot.host.preset_schema import regex_list
 
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-        raise SetListError(f"{where}: expected a regular expression or a list of them")
-    for x in items:
-        try:
-            re.compile(x)
-        except re.error as e:
-            raise SetListError(f"{where}: bad regular expression '{x}': {e}") from None
-    return tuple(items)
+    try:
+        return regex_list(value)
+    except ValueError as e:
+        raise SetListError(f"{where}: {e}") from None
 
 
 def set_from_presets(specs: Sequence[str]) -> SetList:
