@@ -73,6 +73,10 @@ def print_report(report, console) -> None:
               help="The engine's context limit in tokens (default: render's).")
 @click.option("--no-listen", is_flag=True,
               help="The model never leaves an instant to the band (for comparisons).")
+@click.option("--band-velocity-as-played", is_flag=True,
+              help="The band's velocities reach the model as played, not as the nearest it "
+                   "heard the band in during training (the bundle's band_velocities; for "
+                   "comparisons).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the figures as JSON here.")
 @click.option("--rolls", type=click.Path(file_okay=False, path_type=Path),
@@ -84,7 +88,7 @@ def print_report(report, console) -> None:
 def eval_command(bundle: Path, pieces: tuple[str, ...], corpus: Path | None, target: str,
                  seeds: int, genre: str | None, part: str | None, temperature: float | None,
                  top_p: float | None, max_polyphony: int | None, context: int | None,
-                 no_listen: bool,
+                 no_listen: bool, band_velocity_as_played: bool,
                  json_out: Path | None,
                  rolls: Path | None, workers: int, no_loss: bool, quiet: bool) -> None:
     """Evaluate BUNDLE on held-out music: for each piece (MIDI files or music21 names such as
@@ -96,7 +100,7 @@ def eval_command(bundle: Path, pieces: tuple[str, ...], corpus: Path | None, tar
 
     console = Console()
     sampling = E.Sampling(temperature, top_p, max_polyphony, listen=not no_listen,
-                          context=context)
+                          context=context, band_velocity_as_trained=not band_velocity_as_played)
     opts = E.Options(seeds=tuple(range(seeds)), target=target, genre=genre, part=part,
                      sampling=sampling, rolls=rolls, workers=workers, loss=not no_loss)
 

@@ -40,9 +40,13 @@ class Sampling:
     max_polyphony: int | None = None
     listen: bool = True  # False: the model plays at every instant it reaches (comparisons)
     context: int | None = None  # the engine's context limit in tokens (None: render's default)
+    # False: the band's velocities reach the model as played (comparisons; docs/ENGINE.md)
+    band_velocity_as_trained: bool = True
 
     def flags(self) -> list[str]:
         out: list[str] = [] if self.listen else ["--no-listen"]
+        if not self.band_velocity_as_trained:
+            out.append("--band-velocity-as-played")
         for flag, value in (("--temperature", self.temperature), ("--top-p", self.top_p),
                             ("--max-polyphony", self.max_polyphony),
                             ("--context", self.context)):

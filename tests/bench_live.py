@@ -31,6 +31,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--period", type=int, default=256, help="JACK frames per period")
     ap.add_argument("--engine", type=Path, default=None)
+    ap.add_argument("--report", type=Path, default=None,
+                    help="also write the engine's whole report (JSON) here")
     a = ap.parse_args()
 
     # bach_chorales() is ordered; several chorales back to back fill a long run
@@ -56,6 +58,8 @@ def main() -> int:
         print(stderr, file=sys.stderr)
         return 1
     r = eng.report()
+    if a.report:
+        a.report.write_text(json.dumps(r, indent=1))
     period_us = 1e6 * r["buffer_frames"] / r["sample_rate"]
     out = {
         "bundle": str(a.bundle), "weights": a.weights, "threads": a.threads,

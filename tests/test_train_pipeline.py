@@ -288,6 +288,8 @@ def test_export_bundle_and_reload_logits(style_run: Path, data: dict[str, Path],
     assert (config["pad_token_id"], config["eos_token_id"]) == (0, 1)
     assert config["model_type"] == "olmo2" and config["rope_theta"] == 10000.0
     assert meta["context_length"] == 64 and meta["base_model"] == "tiny"
+    # music21's exports carry no dynamics: the band was only ever heard at one velocity
+    assert meta["band_velocities"] == "f"
     assert meta["genres"] == ["[GENRE_CHORALE]"]
     assert "[PART_SOPRANO]" in meta["parts"] and set(meta["parts"]) <= set(meta["meta_tokens"])
     assert meta["meta_tokens"] == tok_mod.meta_tokens(tok)

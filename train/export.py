@@ -92,6 +92,8 @@ def bundle_metadata(ckpt: Path, tokenizer, cfg: RunConfig) -> dict[str, Any]:
         "vocab_size": tokenizer.get_vocab_size(),
         "context_length": cfg.data.context_length,
         "validation_pieces": validation_pieces(Path(info["corpus"])),
+        # the engine writes the band's velocities as the nearest of these (docs/ENGINE.md)
+        "band_velocities": band_velocities(Path(info["corpus"])),
         # how often each token is a target in the training windows: eval's unigram baseline
         "unigram": [int(c) for c in unigram],
         "base_model": cfg.model.base,
@@ -105,6 +107,40 @@ def bundle_metadata(ckpt: Path, tokenizer, cfg: RunConfig) -> dict[str, Any]:
             "tokenizer": tokenizer_info,
         },
     }
+
+
+def band_velocities(corpus: Path) -> str:
+    """The velocity letters of the band's note-ons in the corpus's training examples, sorted
+    (`"f"` for music21's exports, which carry no dynamics); empty when the corpus is gone. A
+    model only reads a band item's pitch in the velocity letters it was trained on (BPE makes
+    `1+067h` and `1+067f` different tokens), so the engine writes the band's velocities as the
+    nearest of these."""
+    letters: set[str] = set()
+    try:
+        with open(corpus / "train.jsonl", encoding="utf-8") as f:
+            for line in f:
+                letters.update(_band_letters(json.loads(line)["text"]))
+    except (OSError, ValueError, KeyError):
+        return ""
+    return "".join(sorted(letters))
+
+
+def _band_letters(text: str) -> set[str]:
+    """The velocity letters of a text's band note-ons: instant words are runs of fixed-width
+    items, `c-ppp` (off) and `c+pppv` (on; docs/FORMAT.md)."""
+    out = set()
+    for word in text.split(" "):
+        if word.startswith(("P_", "[")):
+            continue
+        i = 0
+        while i + 5 <= len(word):
+            if word[i + 1] == "-":
+                i += 5
+                continue
+            if word[i] != "0" and i + 6 <= len(word):
+                out.add(word[i + 5])
+            i += 6
+    return out
 
 
 def validation_pieces(corpus: Path) -> list[str]:

@@ -21,18 +21,22 @@
 mod config;
 mod engine;
 mod human;
+pub mod lead;
 mod listen;
 mod spec;
 
 use anyhow::Result;
 
 pub use config::{SessionConfig, SessionStats};
-pub use engine::Engine;
+pub use engine::{band_bins, Engine};
 pub use spec::{Release, SessionSpec};
 
 use crate::decode::Context;
 use crate::decode::Sampler;
 use crate::events::{EventKind, NoteEvent};
+
+/// Most tokens one instant word may take (a whole 16-channel instant is far shorter).
+const MAX_INSTANT_TOKENS: usize = 48;
 
 /// The decoder loop (see the module doc).
 pub struct Session {
@@ -53,6 +57,8 @@ pub struct Session {
     /// The instant (absolute tick) the model left to the band and waits at.
     waiting: Option<u64>,
     now: u64,
+    /// Ticks after "now" before which the model writes nothing new ([`Session::set_write_lead`]).
+    write_lead: u64,
     stats: SessionStats,
 }
 
@@ -82,6 +88,7 @@ impl Session {
             released_on: [None; 128],
             waiting: None,
             now: 0,
+            write_lead: 0,
             stats: SessionStats::default(),
         })
     }
@@ -113,6 +120,13 @@ impl Session {
             || self.ctx.model_tick() >= now.saturating_add(self.cfg.lookahead_ticks)
     }
 
+    /// Write nothing new closer than `ticks` after "now" (a live backend sets it to how long
+    /// its iterations take beyond the release horizon: what the model writes must still be due
+    /// when the next iteration sends it). Capped at half the lookahead.
+    pub fn set_write_lead(&mut self, ticks: u64) {
+        self.write_lead = ticks.min(self.cfg.lookahead_ticks / 2);
+    }
+
     /// The instant (absolute tick) the model left to the band, while it waits there.
     pub fn waiting_at(&self) -> Option<u64> {
         self.waiting
@@ -122,6 +136,22 @@ impl Session {
     /// the next [`advance`](Self::advance).
     pub fn human(&mut self, ev: NoteEvent) {
         self.queued.push(ev);
+    }
+
+    /// Release what is already due, then put the queued human events in the context, without
+    /// generating: a live backend sends these before the (slow) generation of
+    /// [`advance`](Self::advance), so they are not held back behind the model's tokens. What
+    /// is due is released first: a human event that arrives now (its tick a little in the
+    /// past) then cannot cut a model event the model no longer has time to write again (a
+    /// forced note-off would come out late).
+    pub fn release_due(&mut self, now: u64) -> Result<Vec<NoteEvent>> {
+        self.now = self.now.max(now);
+        // The write lead too: the model could not write those events again in time either.
+        let out = self.release(self.now, self.cfg.release_ticks.max(self.write_lead));
+        if self.apply_human()? {
+            self.waiting = None;
+        }
+        Ok(out)
     }
 
     /// Put the queued human events in the context, generate ahead, release what is due.
@@ -142,13 +172,21 @@ impl Session {
         let target = now.saturating_add(self.cfg.lookahead_ticks);
         let mut steps = 0;
         while self.waiting.is_none()
-            && self.ctx.model_tick() < target
-            && steps < self.cfg.max_steps_per_advance
+            && ((self.ctx.model_tick() < target && steps < self.cfg.max_steps_per_advance)
+                || self.in_unfinished_instant(steps))
         {
             self.step()?;
             steps += 1;
         }
-        Ok(self.release(now))
+        Ok(self.release(now, self.cfg.release_ticks))
+    }
+
+    /// Whether the text ends inside an instant word: an advance finishes the instant it began
+    /// (a few tokens), so a live backend's next advance never finds half an instant whose
+    /// tick has gone past meanwhile. Bounded by the most tokens an instant may take.
+    fn in_unfinished_instant(&self, steps: usize) -> bool {
+        steps < self.cfg.max_steps_per_advance + MAX_INSTANT_TOKENS
+            && self.ctx.grammar().in_instant()
     }
 
     /// Work on the periodic flush for up to `max_tokens` prefill tokens (call when ahead).
@@ -172,10 +210,9 @@ impl Session {
         out
     }
 
-    fn release(&mut self, now: u64) -> Vec<NoteEvent> {
-        let out = self
-            .ctx
-            .release_until(now.saturating_add(self.cfg.release_ticks));
+    /// Release the events before `now + ahead` (those before `now` are late).
+    fn release(&mut self, now: u64, ahead: u64) -> Vec<NoteEvent> {
+        let out = self.ctx.release_until(now.saturating_add(ahead));
         for e in &out {
             if e.tick < now {
                 self.stats.late += 1;

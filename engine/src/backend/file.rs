@@ -15,6 +15,7 @@ use anyhow::{ensure, Result};
 use serde::Serialize;
 
 use crate::events::{events_to_midi_until, LanguageParams, NoteEvent};
+use crate::session::lead::WriteLead;
 use crate::session::{Session, SessionStats};
 use crate::tempo::{FixedTempo, Tempo};
 
@@ -125,7 +126,16 @@ pub fn render(
         }
         Clock::Wall => {
             let mut next = 0;
+            // As the live backends: what is due goes out before the model generates, and the
+            // model writes ahead of "now" by the write lead (session::lead). Here "now" is the
+            // tick under way (not a release point past it, as live) and what a pass writes
+            // inside the release window goes out at the pass's end: the lead covers the pass
+            // and the tick already begun, with no window to spare.
+            let mut lead = WriteLead::default();
+            let ms_per_tick = tempo.seconds_per_tick() * 1000.0;
             loop {
+                let pass = Instant::now();
+                lead.pass_started(pass);
                 let us = started.elapsed().as_micros() as u64;
                 let now = tempo.ticks_at(us).floor() as u64;
                 if now > end_tick {
@@ -135,14 +145,12 @@ pub fn render(
                     session.human(human[next]);
                     next += 1;
                 }
-                let released = session.advance(now)?;
-                let at = started.elapsed().as_micros() as u64;
-                for e in &released {
-                    let due = tempo.frame_at(e.tick as f64);
-                    if at > due {
-                        late.add((at - due) as f64 / 1000.0);
-                    }
-                }
+                session.set_write_lead(lead.ticks(ms_per_tick, ms_per_tick, 0.0));
+                let mut released = session.release_due(now)?;
+                late_at(&released, &tempo, started, &mut late);
+                let generated = session.advance(now)?;
+                late_at(&generated, &tempo, started, &mut late);
+                released.extend(generated);
                 model.extend(released);
                 if session.is_ahead(now) && !session.idle(opts.idle_chunk)? {
                     // Nothing to do until the next tick or the next human event.
@@ -215,6 +223,17 @@ impl Lateness {
 }
 
 /// The output as a format-0 MIDI file: the human part and the model's channel 0.
+/// Count the events of `released` whose due time has passed (they are sent now).
+fn late_at(released: &[NoteEvent], tempo: &FixedTempo, started: Instant, late: &mut Lateness) {
+    let at = started.elapsed().as_micros() as u64;
+    for e in released {
+        let due = tempo.frame_at(e.tick as f64);
+        if at > due {
+            late.add((at - due) as f64 / 1000.0);
+        }
+    }
+}
+
 pub fn output_midi(out: &RenderOutput, params: &LanguageParams, bpm: f64) -> Vec<u8> {
     let mut all: Vec<NoteEvent> = out.human.iter().chain(out.model.iter()).copied().collect();
     all.sort();

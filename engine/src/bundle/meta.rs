@@ -44,6 +44,11 @@ pub struct BundleMeta {
     /// How the model is meant to be played, unless a flag or a preset says otherwise.
     #[serde(default)]
     pub defaults: PlayDefaults,
+    /// The velocity letters the band's note-ons had in the training corpus (`"f"` for music21's
+    /// exports, which carry no dynamics); absent: every bin. The engine writes the band's
+    /// velocities into the context as the nearest of these (docs/ENGINE.md, "Velocities").
+    #[serde(default)]
+    pub band_velocities: Option<String>,
     /// Keys this engine does not interpret (kept for tools that print them).
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,

@@ -45,6 +45,10 @@ pub struct SessionFlags {
     /// Most channel-0 notes sounding at once [default: the bundle's for the part, else 8].
     #[arg(long)]
     pub max_polyphony: Option<u32>,
+    /// Write the band's velocities into the context as played, not as the nearest the model
+    /// heard the band play in training (the bundle's `band_velocities`; for comparisons).
+    #[arg(long)]
+    pub band_velocity_as_played: bool,
     #[command(flatten)]
     pub model: ModelFlags,
 }
@@ -75,6 +79,7 @@ impl SessionFlags {
             device: self.model.device.clone(),
             steps_per_advance,
             listen,
+            band_velocity_as_trained: !self.band_velocity_as_played,
         }
     }
 }

@@ -331,6 +331,23 @@ impl Deadlines {
             .min()
     }
 
+    /// Move the deadlines of channel-0 notes sounding in `state` that fall before `tick` (the
+    /// first tick the model may still write at) to `tick`: a note held a few ticks past its
+    /// longest length is better than a note-off sent late. Returns how many moved.
+    pub fn defer_to(&mut self, state: &MaskState, policy: &Policy, tick: u64) -> usize {
+        let mut moved = 0;
+        let mut bits = state.grammar.sounding().channel(0);
+        while bits != 0 {
+            let p = bits.trailing_zeros() as u8;
+            bits &= bits - 1;
+            if state.deadline(p, policy, self) < tick {
+                self.set(p, tick);
+                moved += 1;
+            }
+        }
+        moved
+    }
+
     /// Make `state` viable by moving deadlines it has already missed to the first tick at which
     /// the notes can still be closed (this tick, or the next one when the instant being written
     /// has passed their place). Returns how many deadlines moved.

@@ -31,6 +31,7 @@ use super::clock::{Follower, TempoStats};
 use super::switch::{ControlStats, LoopState, Switcher};
 use super::{InEvent, InKind, OutEvent, Shared};
 use crate::events::{bin_of_velocity, velocity_of_bin, EventKind, NoteEvent, NoteSet};
+use crate::session::lead::WriteLead;
 use crate::session::{Session, SessionStats};
 use crate::tempo::Tempo;
 
@@ -108,6 +109,8 @@ pub struct DecoderStats {
     /// Loop iterations and the longest one (a long one is a forward pass or a flush stall).
     pub iterations: u64,
     pub iteration_max_ms: f64,
+    /// The largest write lead the session was given (ticks past the release point).
+    pub write_lead_max_ticks: u64,
     /// The error that ended the thread, if any.
     pub error: Option<String>,
     pub tempo: TempoStats,
@@ -148,6 +151,7 @@ pub fn run_with_control(
         pending: VecDeque::new(),
         last_frame: 0,
         gate: HumanGate::default(),
+        lead: WriteLead::default(),
     };
     let result = (|| -> Result<()> {
         while !quit.load(Ordering::Acquire) {
@@ -174,7 +178,11 @@ pub fn run_with_control(
                 rate,
             )?;
             stats.iterations += 1;
-            stats.iteration_max_ms = stats.iteration_max_ms.max(t0.elapsed().as_secs_f64() * 1e3);
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            stats.iteration_max_ms = stats.iteration_max_ms.max(ms);
+            // The lead covers the time from one iteration's start to the next one's, sleep and
+            // the scheduler included (a descheduled decoder is as late as a slow one).
+            state.lead.pass_started(t0);
             if !worked {
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -200,6 +208,8 @@ struct Loop {
     /// Frame of the last event sent (the ring stays sorted).
     last_frame: u64,
     gate: HumanGate,
+    /// The recent longest gap between iterations, for the write lead.
+    lead: WriteLead,
 }
 
 impl Loop {
@@ -248,8 +258,55 @@ impl Loop {
         }
 
         let release_tick = tempo.ticks_at(now + cfg.horizon_frames).floor() as u64;
+        let lead = self.write_lead_ticks(tempo, shared, cfg, now, rate);
+        stats.write_lead_max_ticks = stats.write_lead_max_ticks.max(lead);
+        session.set_write_lead(lead);
         let ahead_before = session.is_ahead(release_tick);
+        // What is due goes out before the model generates (a step of a large model takes a
+        // good part of the horizon), then what the generation made due.
+        let due = session.release_due(release_tick)?;
+        worked |= self.send(due, tempo, output, stats, now, rate, bins);
         let released = session.advance(release_tick)?;
+        worked |= self.send(released, tempo, output, stats, now, rate, bins);
+        // Generating was work; when ahead, the flush is (if there is one to build).
+        if !ahead_before || session.idle(cfg.idle_chunk)? {
+            worked = true;
+        }
+        Ok(worked)
+    }
+
+    /// The write lead at `now` (session::lead): past the horizon, a period for the callback.
+    fn write_lead_ticks(
+        &self,
+        tempo: &Follower,
+        shared: &Shared,
+        cfg: &DecoderConfig,
+        now: u64,
+        rate: f64,
+    ) -> u64 {
+        let ms = |frames: u64| frames as f64 / rate * 1e3;
+        let period = u64::from(shared.cycle_frames.load(Ordering::Relaxed));
+        let from = now + cfg.horizon_frames;
+        let ms_per_tick =
+            ms(rate as u64) / (tempo.ticks_at(from + rate as u64) - tempo.ticks_at(from));
+        self.lead
+            .ticks(ms_per_tick, ms(period), ms(cfg.horizon_frames))
+    }
+
+    /// Released events to the callback (in frames, never before the previous one); returns
+    /// whether there were any.
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &mut self,
+        released: Vec<NoteEvent>,
+        tempo: &Follower,
+        output: &mut rtrb::Producer<OutEvent>,
+        stats: &mut DecoderStats,
+        now: u64,
+        rate: f64,
+        bins: u8,
+    ) -> bool {
+        let mut worked = false;
         for ev in released {
             let due = tempo.frame_at(ev.tick as f64).max(self.last_frame);
             self.last_frame = due;
@@ -276,11 +333,7 @@ impl Loop {
             }
             self.pending.pop_front();
         }
-        // Generating was work; when ahead, the flush is (if there is one to build).
-        if !ahead_before || session.idle(cfg.idle_chunk)? {
-            worked = true;
-        }
-        Ok(worked)
+        worked
     }
 }
 

@@ -29,6 +29,9 @@ pub struct SessionConfig {
     /// How long past the instant it left to the band the model waits for the band before it
     /// decides again (ticks).
     pub wait_ticks: u64,
+    /// Write the band's velocities as the nearest bins the model heard the band in during
+    /// training (the bundle's `band_velocities`); off: as played (comparisons).
+    pub band_velocity_as_trained: bool,
 }
 
 impl SessionConfig {
@@ -49,6 +52,7 @@ impl SessionConfig {
             max_steps_per_advance: 100_000,
             listen: true,
             wait_ticks: (tpq / 8).max(1),
+            band_velocity_as_trained: true,
         }
     }
 
@@ -102,6 +106,15 @@ pub struct SessionStats {
     pub left_to_band: u64,
     /// Of those, waits that ran out with no band event (the model then decided again).
     pub waits_expired: u64,
+    /// Imagined instants that held nothing either side plays (the plain channel-0 step took
+    /// over).
+    pub imagined_nothing: u64,
+    /// Trailing time words dropped because they led only to instants already past (the model
+    /// then decided again from its last event).
+    pub time_redecided: u64,
+    /// Deadlines moved later to the first tick the model may still write at (a forced note-off
+    /// would otherwise go out late).
+    pub deadlines_deferred: u64,
     /// Deadlines moved because the context had already passed them.
     pub deadlines_relaxed: u64,
     /// Allowed tokens summed over all steps (divide by `tokens` for the average mask size).

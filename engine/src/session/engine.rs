@@ -24,6 +24,9 @@ pub struct Engine {
     pub meta_tokens: Vec<String>,
     /// How the bundle recommends playing it (header, sampling, polyphony).
     pub defaults: PlayDefaults,
+    /// For each velocity bin, the bin the band is written with in the context: the nearest one
+    /// the model heard the band play in training (the identity when the bundle does not say).
+    pub band_bins: [u8; 26],
 }
 
 impl Engine {
@@ -51,6 +54,7 @@ impl Engine {
             opener: bundle.eos_id,
             meta_tokens: bundle.meta.meta_tokens.clone(),
             defaults: bundle.meta.defaults.clone(),
+            band_bins: band_bins(bundle.meta.band_velocities.as_deref(), &params)?,
         })
     }
 
@@ -95,5 +99,63 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+}
+
+/// Each velocity bin mapped to the nearest bin of `trained` (letters; a tie goes to the softer).
+/// A model trained on music without dynamics has only ever read the band's notes with one
+/// velocity letter, and BPE makes `1+067h` and `1+067f` different tokens: given a bin it never
+/// saw, it does not read the pitch either (docs/ENGINE.md, "Velocities").
+pub fn band_bins(trained: Option<&str>, params: &LanguageParams) -> Result<[u8; 26]> {
+    let mut map: [u8; 26] = std::array::from_fn(|b| b as u8);
+    let Some(letters) = trained.filter(|t| !t.is_empty()) else {
+        return Ok(map);
+    };
+    let last = params.last_velocity_letter();
+    let mut bins = Vec::new();
+    for c in letters.bytes() {
+        ensure!(
+            (b'a'..=last).contains(&c),
+            "band_velocities {letters:?}: {:?} is not a velocity letter a–{}",
+            c as char,
+            last as char
+        );
+        bins.push(c - b'a');
+    }
+    for (bin, heard) in map
+        .iter_mut()
+        .enumerate()
+        .take(usize::from(params.velocity_bins))
+    {
+        let bin = bin as i32;
+        *heard = *bins
+            .iter()
+            .min_by_key(|&&b| ((i32::from(b) - bin).abs(), b))
+            .unwrap_or(&(bin as u8));
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn band_velocities_map_to_the_nearest_trained_bin() {
+        let params = LanguageParams {
+            ticks_per_quarter: 24,
+            velocity_bins: 8,
+        };
+        let identity: Vec<u8> = (0..8).collect();
+        assert_eq!(band_bins(None, &params).unwrap()[..8], identity[..]);
+        assert_eq!(band_bins(Some(""), &params).unwrap()[..8], identity[..]);
+        assert_eq!(band_bins(Some("f"), &params).unwrap()[..8], [5; 8]);
+        // d and g: a b c d → d, e → d (tie to the softer), f g h → g
+        assert_eq!(
+            band_bins(Some("gd"), &params).unwrap()[..8],
+            [3, 3, 3, 3, 3, 6, 6, 6]
+        );
+        let e = band_bins(Some("fz"), &params).unwrap_err().to_string();
+        assert!(e.contains("'z' is not a velocity letter a–h"), "{e}");
     }
 }

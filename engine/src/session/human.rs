@@ -25,7 +25,10 @@ impl Session {
             let slot = usize::from(ev.channel) * 128 + usize::from(ev.pitch);
             match ev.kind {
                 EventKind::On { velocity_bin } => {
-                    let bin = velocity_bin.min(self.engine.params.velocity_bins - 1);
+                    let mut bin = velocity_bin.min(self.engine.params.velocity_bins - 1);
+                    if self.cfg.band_velocity_as_trained {
+                        bin = self.engine.band_bins[usize::from(bin)];
+                    }
                     match self.human_on[slot] {
                         _ if tick < self.human_block[slot] => {
                             self.stats.events_ignored += 1;

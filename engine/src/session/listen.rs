@@ -5,7 +5,7 @@ use anyhow::{Context as _, Result};
 
 use super::Session;
 use crate::decode::{allowed_tokens, fallback_text, grammar_only_tokens, Deadlines, MaskState};
-use crate::events::item::complete_items;
+use crate::events::item::{complete_items, unfinished_item};
 
 impl Session {
     /// One step of the model: at an instant it may share with the band, imagine that instant
@@ -13,25 +13,46 @@ impl Session {
     pub(super) fn step(&mut self) -> Result<()> {
         let t0 = std::time::Instant::now();
         let base = self.ctx.base_tick();
-        // Nothing before "now" (the live backends' now is the release point, now + horizon):
+        // Nothing before "now" (the live backends' now is the release point, now + horizon, and
+        // their write lead on top):
         // what the model would write there is already late. An instant the context's own time
         // words force earlier, or a note due earlier, moves the bound back so a mask remains.
-        let now = self.now.saturating_sub(base);
-        let state = MaskState::new(*self.ctx.grammar(), self.ctx.current_word());
+        let now = (self.now + self.write_lead).saturating_sub(base);
+        let mut state = MaskState::new(*self.ctx.grammar(), self.ctx.current_word());
         let mut deadlines = self.ctx.deadlines(self.cfg.policy.max_note_ticks);
         self.stats.deadlines_relaxed += deadlines.relax_for(&state, &self.cfg.policy) as u64;
+        if !state.grammar.in_instant() {
+            self.stats.deadlines_deferred +=
+                deadlines.defer_to(&state, &self.cfg.policy, now) as u64;
+        }
         let due = deadlines.earliest(state.grammar.sounding().channel(0));
-        let latest = state.latest_instant(&self.cfg.policy, &deadlines);
+        let mut latest = state.latest_instant(&self.cfg.policy, &deadlines);
+        if !state.grammar.in_instant()
+            && latest.is_some_and(|l| l < now)
+            && due.is_none_or(|d| d >= now)
+        {
+            // Time words written in an earlier step (a live backend writes a few tokens at a
+            // time) now lead only to instants already past: they are dropped and the model
+            // decides again from its last event, where it can still be on time.
+            let before = self.ctx.model_tick();
+            self.ctx.drop_trailing_time()?;
+            if self.ctx.model_tick() != before {
+                self.stats.time_redecided += 1;
+                state = MaskState::new(*self.ctx.grammar(), self.ctx.current_word());
+                latest = state.latest_instant(&self.cfg.policy, &deadlines);
+            }
+        }
         let floor = now
             .min(latest.unwrap_or(u64::MAX))
             .min(due.unwrap_or(u64::MAX));
         let state = state.with_earliest_on(now).with_earliest_instant(floor);
         if let Some(at) = state.instant_start() {
             // Listen where the band can still come (not in the past), no channel-0 note must end
-            // before the wait is over, and the cache has room to imagine in.
+            // before the wait is over (and the write lead after it: the forced note-off must
+            // still be on time), and the cache has room to imagine in.
             let listen = self.cfg.listen
                 && at >= now
-                && due.is_none_or(|d| d > at + self.cfg.wait_ticks)
+                && due.is_none_or(|d| d > at + self.cfg.wait_ticks + self.write_lead)
                 && self.ctx.imagine_room() > MAX_IMAGINED;
             if listen && self.step_at_instant(state, &deadlines, base + at, t0)? {
                 return Ok(());
@@ -74,7 +95,8 @@ impl Session {
     /// imagined, the channel-0 items are written and the band's forgotten — the model's part of
     /// the instant, drawn as the model believes the whole instant goes. If the band was in it,
     /// the model then waits for the band (docs/ENGINE.md, "Listening"). Returns false when there
-    /// was nothing to sample (the caller takes the plain channel-0 path).
+    /// was nothing to sample, or nothing either side plays came of it (the caller takes the
+    /// plain channel-0 path).
     fn step_at_instant(
         &mut self,
         state: MaskState,
@@ -117,11 +139,25 @@ impl Session {
             };
             st = next;
             text.extend_from_slice(bytes);
+            if band_strikes(&text) {
+                // Items sort note-offs first, then note-ons by channel: after the band's first
+                // note-on nothing of channel 0 can follow, so the rest is not imagined.
+                break;
+            }
             logits = self.ctx.imagine(&[id])?;
         }
         self.ctx.forget_imagined();
         self.stats.instants_imagined += 1;
         let (own, band) = split_instant(&text);
+        // The band's note-on the imagining stopped at may be unfinished: it is the band's all
+        // the same.
+        let band = band || band_strikes(&text);
+        if own.is_empty() && !band {
+            // Nothing imagined that either side plays (cut short by the mask): the plain
+            // channel-0 step writes a token, so the session always moves on.
+            self.stats.imagined_nothing += 1;
+            return Ok(false);
+        }
         if !own.is_empty() {
             let mut out = Vec::with_capacity(own.len() + 1);
             if text.first() == Some(&b' ') {
@@ -138,8 +174,18 @@ impl Session {
     }
 }
 
-/// Most tokens one imagined instant may take (a whole 16-channel instant is far shorter).
-const MAX_IMAGINED: usize = 48;
+/// Most tokens one imagined instant may take.
+const MAX_IMAGINED: usize = super::MAX_INSTANT_TOKENS;
+
+/// Whether an instant word's text has reached a note-on of the band (its item begun: a channel
+/// other than 0 and `+`).
+fn band_strikes(text: &[u8]) -> bool {
+    let word = text.strip_prefix(b" ").unwrap_or(text);
+    let rest = unfinished_item(word);
+    complete_items(word)
+        .chain((rest.len() >= 2).then_some(rest))
+        .any(|item| item[0] != b'0' && item[1] == b'+')
+}
 
 /// The complete channel-0 items of an instant word's text (a leading space skipped), in their
 /// order, and whether it had any of the band's items.
@@ -158,7 +204,17 @@ fn split_instant(text: &[u8]) -> (Vec<u8>, bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::split_instant;
+    use super::{band_strikes, split_instant};
+
+    #[test]
+    fn the_band_strikes_once_an_item_of_another_channel_is_a_note_on() {
+        assert!(!band_strikes(b" 0-0711-0662-0620+072e"));
+        assert!(band_strikes(b" 0-0711-0662-0620+072e1+"));
+        assert!(band_strikes(b"0+072e1+067f"));
+        assert!(!band_strikes(b"1-0660+07"));
+        assert!(!band_strikes(b" 1"));
+        assert!(band_strikes(b"2+0"));
+    }
 
     #[test]
     fn an_imagined_instant_splits_into_the_model_s_items_and_the_band() {

@@ -51,6 +51,8 @@ pub struct SessionSpec {
     pub steps_per_advance: Option<usize>,
     /// Listen to the band at the instants it may share (docs/ENGINE.md, "Listening").
     pub listen: bool,
+    /// The band's velocities as the model heard them in training (see `SessionConfig`).
+    pub band_velocity_as_trained: bool,
 }
 
 impl SessionSpec {
@@ -150,6 +152,7 @@ impl SessionSpec {
             max_polyphony: defaults.polyphony(self.max_polyphony, header, cfg.policy.max_polyphony),
         };
         cfg.listen = self.listen;
+        cfg.band_velocity_as_trained = self.band_velocity_as_trained;
         if let Some(steps) = self.steps_per_advance {
             cfg.max_steps_per_advance = steps.max(1);
         }
@@ -215,6 +218,7 @@ mod tests {
             device: "cpu".into(),
             steps_per_advance: Some(2),
             listen: true,
+            band_velocity_as_trained: true,
         }
     }
 
