@@ -79,8 +79,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let device = args.model.device()?;
     let bundle = Bundle::load(&args.bundle)?;
     let options = ModelOptions {
-        weights: args.model.weights_for(&bundle),
         kv: args.kv_cache,
+        ..args.model.options_for(&bundle)
     };
     let engine = bench_engine(&bundle, &device, options, threads, args.steps, args.repeats)?;
     let transformers = if args.no_transformers {

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::model_flags::ModelFlags;
 use super::print_stdout;
 use crate::bundle::Bundle;
-use crate::model::{ModelOptions, Olmo2};
+use crate::model::Olmo2;
 
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
@@ -94,10 +94,7 @@ pub fn score_window(model: &Olmo2, ids: &[u32], header: usize) -> Result<WindowS
 pub fn run(args: ScoreArgs) -> Result<()> {
     args.model.apply_threads()?;
     let bundle = Bundle::load(&args.bundle)?;
-    let options = ModelOptions {
-        weights: args.model.weights_for(&bundle),
-        ..ModelOptions::default()
-    };
+    let options = args.model.options_for(&bundle);
     let model = Olmo2::load_with(&bundle, &args.model.device()?, options)
         .with_context(|| format!("loading the model of {}", args.bundle.display()))?;
     let name = args.windows.display().to_string();

@@ -77,6 +77,7 @@ impl SessionFlags {
             max_polyphony: self.max_polyphony,
             weights: self.model.weights,
             device: self.model.device.clone(),
+            kernels: self.model.cpu_kernels,
             steps_per_advance,
             listen,
             band_velocity_as_trained: !self.band_velocity_as_played,

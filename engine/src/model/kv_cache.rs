@@ -103,6 +103,11 @@ impl KvCache {
         ))
     }
 
+    /// The whole key and value tensors of `layer`: `[kv_heads, capacity, head_dim]`.
+    pub(crate) fn layer(&self, layer: usize) -> (&Tensor, &Tensor) {
+        (&self.keys[layer], &self.values[layer])
+    }
+
     pub(crate) fn advance(&mut self, t: usize) {
         self.len += t;
     }

@@ -10,11 +10,14 @@
 //! ```
 
 mod config;
+mod kernels;
 mod kv_cache;
 mod olmo2;
+mod ops;
 mod weights;
 
 pub use config::{Olmo2Config, RopeParameters};
+pub use kernels::{cpu_has_avx2, CpuKernels};
 pub use kv_cache::KvCache;
 pub use olmo2::Olmo2;
 pub use weights::{KvFormat, ModelOptions, WeightFormat, WeightStats};

@@ -17,7 +17,7 @@
 //! weights is `weights.rs`'s.
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::Olmo2Config;
@@ -25,38 +25,53 @@ use super::kv_cache::KvCache;
 use super::weights::{KvFormat, Linear, ModelOptions, WeightStats};
 use crate::bundle::Bundle;
 
-struct Layer {
+pub(super) struct Layer {
     /// q, k and v projections stacked into one `[(heads + 2 kv_heads) · head_dim, hidden]`.
     qkv: Linear,
     o: Linear,
-    q_norm: Tensor,
-    k_norm: Tensor,
+    pub(super) q_norm: Norm,
+    pub(super) k_norm: Norm,
     /// gate and up projections stacked into one `[2 · intermediate, hidden]`.
     gate_up: Linear,
     down: Linear,
-    post_attention_norm: Tensor,
-    post_feedforward_norm: Tensor,
+    pub(super) post_attention_norm: Norm,
+    pub(super) post_feedforward_norm: Norm,
+}
+
+/// An RMS norm's weight, and on the CPU its values for the engine's kernels.
+pub(super) struct Norm {
+    pub(super) weight: Tensor,
+    pub(super) values: Option<Vec<f32>>,
+}
+
+impl Norm {
+    fn new(weight: Tensor, kernels: bool) -> Result<Self> {
+        let values = kernels.then(|| weight.to_vec1::<f32>()).transpose()?;
+        Ok(Self { weight, values })
+    }
 }
 
 /// The OLMo2 weights and RoPE tables. Immutable after load: share it through `Arc` (it is
 /// `Send + Sync`); all state of a running sequence lives in its [`KvCache`].
 pub struct Olmo2 {
-    config: Olmo2Config,
+    pub(super) config: Olmo2Config,
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Linear,
     /// `[max_position, head_dim / 2]`, computed in f32 then cast to the compute dtype.
-    cos: Tensor,
-    sin: Tensor,
-    dtype: DType,
-    kv_dtype: DType,
-    device: Device,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    eps: f32,
+    pub(super) cos: Tensor,
+    pub(super) sin: Tensor,
+    pub(super) dtype: DType,
+    pub(super) kv_dtype: DType,
+    pub(super) device: Device,
+    pub(super) heads: usize,
+    pub(super) kv_heads: usize,
+    pub(super) head_dim: usize,
+    pub(super) eps: f32,
     weight_stats: WeightStats,
+    /// The engine's CPU kernels run (`kernels`); else candle's throughout.
+    pub(super) engine_kernels: bool,
 }
 
 impl Olmo2 {
@@ -88,6 +103,8 @@ impl Olmo2 {
     ) -> Result<Self> {
         let cpu = vb.device().is_cpu();
         let format = cpu.then_some(options.weights);
+        let kernels = options.kernels;
+        let engine_kernels = cpu && kernels.engine_runs();
         let kv_dtype = match (cpu, options.kv) {
             (true, KvFormat::F16) => DType::F16,
             _ => vb.dtype(),
@@ -135,11 +152,18 @@ impl Olmo2 {
                 (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
                 _ => None,
             };
-            let qkv = Linear::new(Tensor::cat(&[q, k, v], 0)?, qkv_bias, format, &mut stats)?;
+            let qkv = Linear::new(
+                Tensor::cat(&[q, k, v], 0)?,
+                qkv_bias,
+                format,
+                kernels,
+                &mut stats,
+            )?;
             let o = Linear::new(
                 get(&a, &[h, heads * hd], "o_proj.weight")?,
                 bias(&a, h, "o_proj.bias")?,
                 format,
+                kernels,
                 &mut stats,
             )?;
             let mlp = l.pp("mlp");
@@ -148,17 +172,30 @@ impl Olmo2 {
             layers.push(Layer {
                 qkv,
                 o,
-                q_norm: get(&a, &[heads * hd], "q_norm.weight")?,
-                k_norm: get(&a, &[kv_heads * hd], "k_norm.weight")?,
-                gate_up: Linear::new(Tensor::cat(&[gate, up], 0)?, None, format, &mut stats)?,
+                q_norm: Norm::new(get(&a, &[heads * hd], "q_norm.weight")?, engine_kernels)?,
+                k_norm: Norm::new(get(&a, &[kv_heads * hd], "k_norm.weight")?, engine_kernels)?,
+                gate_up: Linear::new(
+                    Tensor::cat(&[gate, up], 0)?,
+                    None,
+                    format,
+                    kernels,
+                    &mut stats,
+                )?,
                 down: Linear::new(
                     get(&mlp, &[h, inter], "down_proj.weight")?,
                     None,
                     format,
+                    kernels,
                     &mut stats,
                 )?,
-                post_attention_norm: get(&l, &[h], "post_attention_layernorm.weight")?,
-                post_feedforward_norm: get(&l, &[h], "post_feedforward_layernorm.weight")?,
+                post_attention_norm: Norm::new(
+                    get(&l, &[h], "post_attention_layernorm.weight")?,
+                    engine_kernels,
+                )?,
+                post_feedforward_norm: Norm::new(
+                    get(&l, &[h], "post_feedforward_layernorm.weight")?,
+                    engine_kernels,
+                )?,
             });
         }
         let norm = get(&m, &[h], "norm.weight")?;
@@ -167,7 +204,7 @@ impl Olmo2 {
         } else {
             get(&vb, &[config.vocab_size, h], "lm_head.weight")?
         };
-        let lm_head = Linear::new(lm_head, None, format, &mut stats)?;
+        let lm_head = Linear::new(lm_head, None, format, kernels, &mut stats)?;
         let (cos, sin) = rope_tables(config, vb.dtype(), vb.device())?;
         Ok(Self {
             config: config.clone(),
@@ -185,6 +222,7 @@ impl Olmo2 {
             head_dim: hd,
             eps: config.rms_norm_eps as f32,
             weight_stats: stats,
+            engine_kernels,
         })
     }
 
@@ -285,16 +323,29 @@ impl Olmo2 {
         let mut x = self.embed.index_select(&ids, 0)?; // [t, hidden]
         let cos = self.cos.narrow(0, pos, t)?;
         let sin = self.sin.narrow(0, pos, t)?;
-        let mask = if t > 1 {
+        // The engine's attention kernel needs no mask (it stops at each query's own position).
+        let mask = if t > 1 && !self.kernel_attention_runs() {
             Some(self.causal_mask(t, pos)?)
         } else {
             None
         };
+        let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = self.layer_forward(layer, i, &x, cache, &cos, &sin, mask.as_ref())?;
+            // Without every token's logits, the last layer needs every token's keys and values
+            // (for the cache) but only the last token's attention and MLP.
+            let queries = if all || i < last {
+                Queries::All
+            } else {
+                Queries::Last
+            };
+            x = self.layer_forward(layer, i, &x, cache, &cos, &sin, mask.as_ref(), queries)?;
         }
         cache.advance(t);
-        let x = if all { x } else { x.narrow(0, t - 1, 1)? };
+        let x = if all {
+            x
+        } else {
+            x.narrow(0, x.dim(0)? - 1, 1)?
+        };
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.eps)?;
         let logits = self.lm_head.forward(&x)?;
         Ok(logits.to_dtype(DType::F32)?)
@@ -321,62 +372,44 @@ impl Olmo2 {
         cos: &Tensor,
         sin: &Tensor,
         mask: Option<&Tensor>,
+        queries: Queries,
     ) -> Result<Tensor> {
         let (t, _) = x.dims2()?;
-        let (heads, kv_heads, hd) = (self.heads, self.kv_heads, self.head_dim);
-        let n_rep = heads / kv_heads;
         let past = cache.len();
 
         let qkv = layer.qkv.forward(x)?; // [t, (heads + 2 kv_heads) hd]
-        let q = qkv.narrow(1, 0, heads * hd)?.contiguous()?;
-        let k = qkv.narrow(1, heads * hd, kv_heads * hd)?.contiguous()?;
-        let v = qkv.narrow(1, (heads + kv_heads) * hd, kv_heads * hd)?;
-        let q = candle_nn::ops::rms_norm(&q, &layer.q_norm, self.eps)?;
-        let k = candle_nn::ops::rms_norm(&k, &layer.k_norm, self.eps)?;
-
-        // RoPE on [1, t, heads, hd], then heads first: [heads, t, hd].
-        let q = candle_nn::rotary_emb::rope_thd(&q.reshape((1, t, heads, hd))?, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope_thd(&k.reshape((1, t, kv_heads, hd))?, cos, sin)?;
-        let q = (q.squeeze(0)?.transpose(0, 1)? * (hd as f64).powf(-0.5))?.contiguous()?;
-        let k = k.squeeze(0)?.transpose(0, 1)?.contiguous()?;
-        let v = v
-            .reshape((t, kv_heads, hd))?
-            .transpose(0, 1)?
-            .contiguous()?;
-
+        let (q, k, v) = self.split_heads(layer, &qkv, cos, sin)?;
         let kv = self.kv_dtype;
         cache.write(index, &k.to_dtype(kv)?, &v.to_dtype(kv)?)?;
-        let (keys, values) = cache.view(index, past + t)?; // [kv_heads, past + t, hd]
 
-        // Query heads sharing a key head become rows of one product: [kv_heads, n_rep · t, hd].
-        let q = q.reshape((kv_heads, n_rep * t, hd))?.to_dtype(kv)?;
-        let mut scores = q.matmul(&keys.t()?)?.to_dtype(self.dtype)?; // [kv_heads, n_rep · t, past + t]
-        if let Some(mask) = mask {
-            scores = scores
-                .reshape((kv_heads, n_rep, t, past + t))?
-                .broadcast_add(mask)?
-                .reshape((kv_heads, n_rep * t, past + t))?;
-        }
-        let probs = if self.dtype == DType::F32 {
-            candle_nn::ops::softmax_last_dim(&scores)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?
+        // Every query attends to the cache rows up to its own; the last token's, to all of them.
+        let rows = past + t;
+        // Only the last token's query: it attends to every key, unmasked.
+        let (q, x, mask) = match queries {
+            Queries::Last if t > 1 => (
+                q.narrow(1, t - 1, 1)?.contiguous()?,
+                x.narrow(0, t - 1, 1)?,
+                None,
+            ),
+            _ => (q, x.clone(), mask),
         };
-        let attn = probs.to_dtype(kv)?.matmul(&values)?.to_dtype(self.dtype)?; // [kv_heads, n_rep · t, hd]
-        let attn = attn
-            .reshape((heads, t, hd))?
-            .transpose(0, 1)?
-            .reshape((t, heads * hd))?;
+        let attn = self.attention(index, &q, cache, mask, rows)?;
         let attn = layer.o.forward(&attn)?;
-        let x = (x + candle_nn::ops::rms_norm(&attn, &layer.post_attention_norm, self.eps)?)?;
+        let x = self.add_norm(&x, &attn, &layer.post_attention_norm)?;
 
         let gate_up = layer.gate_up.forward(&x)?; // [t, 2 · intermediate]
-        let inter = self.config.intermediate_size;
-        let hidden = (gate_up.narrow(D::Minus1, 0, inter)?.silu()?
-            * gate_up.narrow(D::Minus1, inter, inter)?)?;
+        let hidden = self.gate(&gate_up)?;
         let mlp = layer.down.forward(&hidden)?;
-        Ok((x + candle_nn::ops::rms_norm(&mlp, &layer.post_feedforward_norm, self.eps)?)?)
+        self.add_norm(&x, &mlp, &layer.post_feedforward_norm)
     }
+}
+
+/// Which tokens of a pass a layer computes attention and MLP for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Queries {
+    All,
+    /// The last only (the last layer, when only the last logits are wanted).
+    Last,
 }
 
 /// RoPE cos/sin tables `[max_position, head_dim / 2]`, computed in f32 (a bf16 position would

@@ -11,8 +11,10 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use serde::{Deserialize, Serialize};
+
+use super::kernels::{self, CpuKernels, PackedQ8, WeightRows};
 
 /// How the CPU holds the projection and head weights (`--weights`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -59,6 +61,7 @@ pub enum KvFormat {
 pub struct ModelOptions {
     pub weights: WeightFormat,
     pub kv: KvFormat,
+    pub kernels: CpuKernels,
 }
 
 /// A linear layer `y = x Wᵀ (+ b)` with W `[out, in]` as in the checkpoint.
@@ -70,8 +73,12 @@ pub(super) struct Linear {
 enum Weight {
     /// A dense tensor (CUDA).
     Dense(Tensor),
-    /// A candle quantized tensor (CPU: f32, f16 or Q8_0) and its `QMatMul`.
+    /// A candle quantized tensor (CPU: f32, f16 or Q8_0), multiplied by candle's `QMatMul`.
     Quant(QMatMul),
+    /// Multiplied by the engine's kernels (`kernels`): Q8_0 packed for them, or an f16 or f32
+    /// `QTensor` read in place.
+    PackedQ8(PackedQ8),
+    Kernels(Arc<QTensor>),
 }
 
 /// What loading did to the weights (bench reports it).
@@ -90,6 +97,7 @@ impl Linear {
         weight: Tensor,
         bias: Option<Tensor>,
         format: Option<WeightFormat>,
+        kernels: CpuKernels,
         stats: &mut WeightStats,
     ) -> Result<Self> {
         stats.matrices += 1;
@@ -106,24 +114,70 @@ impl Linear {
             dtype = GgmlDType::F32;
             stats.kept_f32 += 1;
         }
-        let q = QTensor::quantize(&weight, dtype)?;
-        stats.bytes += q.storage_size_in_bytes();
-        // Built directly: `QMatMul::from_qtensor` would turn f32 and f16 back into a dense tensor,
-        // whose one-row product runs on one thread.
-        Ok(Self {
-            weight: Weight::Quant(QMatMul::QTensor(Arc::new(q))),
-            bias,
-        })
+        let q = Arc::new(QTensor::quantize(&weight, dtype)?);
+        let (n, k) = weight.dims2()?;
+        let packed = match (kernels.engine_runs(), dtype) {
+            (true, GgmlDType::Q8_0) => PackedQ8::from_blocks(&q.data()?, n, k),
+            _ => None,
+        };
+        stats.bytes += packed
+            .as_ref()
+            .map_or(q.storage_size_in_bytes(), PackedQ8::storage_bytes);
+        let weight = if let Some(packed) = packed {
+            Weight::PackedQ8(packed)
+        } else if kernels.engine_runs() {
+            Weight::Kernels(q)
+        } else {
+            // Built directly: `QMatMul::from_qtensor` would turn f32 and f16 back into a dense
+            // tensor, whose one-row product runs on one thread.
+            Weight::Quant(QMatMul::QTensor(q))
+        };
+        Ok(Self { weight, bias })
     }
 
     pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
             Weight::Dense(w) => x.matmul(&w.t()?)?,
             Weight::Quant(q) => q.forward(&x.contiguous()?)?,
+            Weight::PackedQ8(packed) => match kernel_matmul(&packed.rows(), x)? {
+                Some(y) => y,
+                None => anyhow::bail!("the packed Q8_0 weights need f32 activations on the CPU"),
+            },
+            Weight::Kernels(q) => {
+                let (n, k) = q.shape().dims2()?;
+                let bytes = q.data()?;
+                let y = match WeightRows::dense(q.dtype(), &bytes, n, k) {
+                    Some(rows) => kernel_matmul(&rows, x)?,
+                    None => None,
+                };
+                match y {
+                    Some(y) => y,
+                    None => x.contiguous()?.apply_op1_no_bwd(q.as_ref())?,
+                }
+            }
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
     }
+}
+
+/// `x Wᵀ` by the engine's kernels for a 2-D f32 `x` on the CPU (`None`: let candle do it).
+fn kernel_matmul(rows: &WeightRows, x: &Tensor) -> Result<Option<Tensor>> {
+    let (Ok((m, k)), DType::F32) = (x.dims2(), x.dtype()) else {
+        return Ok(None);
+    };
+    let n = rows.n();
+    anyhow::ensure!(
+        k == rows.k(),
+        "activations {k} wide against weights {} wide",
+        rows.k()
+    );
+    let x = x.contiguous()?;
+    let y = kernels::with_cpu_slice(&x, |xs: &[f32]| kernels::matmul(rows, xs, m))?.flatten();
+    Ok(match y {
+        Some(y) => Some(Tensor::from_vec(y, (m, n), x.device())?),
+        None => None,
+    })
 }

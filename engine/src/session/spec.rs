@@ -13,7 +13,7 @@ use crate::decode::ContextConfig;
 use crate::decode::Policy;
 use crate::events::LanguageParams;
 use crate::live::control::SwitchRequest;
-use crate::model::{ModelOptions, Olmo2, WeightFormat};
+use crate::model::{CpuKernels, ModelOptions, Olmo2, WeightFormat};
 use crate::tempo::{MAX_BPM, MIN_BPM};
 
 /// How events leave the session before they are due.
@@ -47,6 +47,8 @@ pub struct SessionSpec {
     pub weights: Option<WeightFormat>,
     /// Where the model runs (`--device`; a switch keeps it).
     pub device: String,
+    /// Whose kernels multiply on the CPU (`--cpu-kernels`; a switch keeps it).
+    pub kernels: CpuKernels,
     /// Most tokens per `advance` (`None`: as many as the lookahead takes).
     pub steps_per_advance: Option<usize>,
     /// Listen to the band at the instants it may share (docs/ENGINE.md, "Listening").
@@ -166,6 +168,7 @@ impl SessionSpec {
                 .weights
                 .or(bundle.meta.defaults.weights)
                 .unwrap_or_default(),
+            kernels: self.kernels,
             ..ModelOptions::default()
         }
     }
@@ -216,6 +219,7 @@ mod tests {
             max_polyphony: Some(8),
             weights: None,
             device: "cpu".into(),
+            kernels: CpuKernels::default(),
             steps_per_advance: Some(2),
             listen: true,
             band_velocity_as_trained: true,

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::bundle::Bundle;
 use crate::cmd::print_stdout;
-use crate::model::{ModelOptions, Olmo2, WeightFormat};
+use crate::model::{CpuKernels, ModelOptions, Olmo2, WeightFormat};
 
 #[derive(Debug, Args)]
 pub struct LogitsArgs {
@@ -38,6 +38,9 @@ pub struct LogitsArgs {
     /// Where the model runs: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Whose kernels multiply on the CPU.
+    #[arg(long, value_enum, default_value_t = CpuKernels::Engine)]
+    pub cpu_kernels: CpuKernels,
 }
 
 /// Prints `{"vocab_size", "prefill": [[..]..], "decode": [[..]..], "refill": [[..]..]}`.
@@ -45,6 +48,7 @@ pub fn run_logits(args: LogitsArgs) -> Result<()> {
     let bundle = Bundle::load(&args.bundle)?;
     let options = ModelOptions {
         weights: args.weights,
+        kernels: args.cpu_kernels,
         ..ModelOptions::default()
     };
     let model = Olmo2::load_with(&bundle, &crate::cmd::device(&args.device)?, options)?;
