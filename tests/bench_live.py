@@ -3,6 +3,7 @@ JACK server (dummy driver) into `midicopilot-engine jack`, the model singing the
 given time; prints the engine's lateness and callback figures as one JSON object.
 
     python tests/bench_live.py BUNDLE [--seconds 60] [--weights q8] [--threads 2] [--bpm 100]
+                               [--cpu-kernels engine|candle]
 
 Pass the figures to docs, not to asserts: a loaded machine moves them.
 """
@@ -29,6 +30,7 @@ def main() -> int:
     ap.add_argument("--bpm", type=float, default=100.0)
     ap.add_argument("--weights", default="q8")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cpu-kernels", default="engine", choices=("engine", "candle"))
     ap.add_argument("--period", type=int, default=256, help="JACK frames per period")
     ap.add_argument("--engine", type=Path, default=None)
     ap.add_argument("--report", type=Path, default=None,
@@ -47,7 +49,8 @@ def main() -> int:
     messages = [(t, m) for t, m in piece_messages if t < a.seconds]
 
     engine = a.engine or engine_path()
-    args = ["--weights", a.weights, "--threads", str(a.threads), "--max-polyphony", "1"]
+    args = ["--weights", a.weights, "--threads", str(a.threads), "--cpu-kernels", a.cpu_kernels,
+            "--max-polyphony", "1"]
     with JackServer(period=a.period) as server, \
             LiveEngine(engine, a.bundle, server, bpm=a.bpm, args=args) as eng, \
             Musician(server=server.name) as musician:

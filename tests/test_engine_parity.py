@@ -229,6 +229,7 @@ def test_bench_reports_engine_and_transformers_figures(engine_bin, bundles, pyth
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert (report["weights"], report["threads"]) == ("q8", 2)
+    assert report["cpu_kernels"] in ("engine-avx2", "candle")
     for r in (report, report["transformers"]):
         assert set(r["decode_ms"]) == {"64", "256", "512"}, r
         assert set(r["prefill_ms"]) == {"256", "512"}, r

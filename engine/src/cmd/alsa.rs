@@ -91,6 +91,7 @@ impl AlsaArgs {
 pub fn run(args: AlsaArgs) -> Result<()> {
     let opts = args.options()?;
     args.live.session.model.apply_threads()?;
+    crate::live::priority::start_model_pool();
     // No sequencer, no run: say so before the model loads.
     alsa::check_sequencer(&args.seq_device)?;
     let ports = alsa::list_ports(&args.client_name)?;

@@ -214,6 +214,7 @@ fn bench_engine(
         "device": format!("{device:?}"),
         "weights": if device.is_cpu() { options.weights.name() } else { "bf16" },
         "kv_cache": options.kv,
+        "cpu_kernels": if device.is_cpu() { options.kernels.name() } else { "none" },
         "threads": threads,
         "decode_ms": decode_ms,
         "prefill_ms": prefill_ms,

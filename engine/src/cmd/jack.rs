@@ -42,6 +42,7 @@ pub fn run(args: JackArgs) -> Result<()> {
     let live = &args.live;
     live.validate()?;
     live.session.model.apply_threads()?;
+    crate::live::priority::start_model_pool();
     let inputs = parse_inputs(&args.inputs)?;
     if let Some(server) = &args.server {
         ensure!(!server.is_empty(), "--server: empty name");

@@ -145,6 +145,7 @@ pub fn run_with_control(
     quit: Arc<AtomicBool>,
     mut control: Option<Switcher>,
 ) -> DecoderStats {
+    super::priority::lower_this_thread();
     let mut stats = DecoderStats::default();
     let rate = f64::from(tempo.map().rate());
     let mut state = Loop {

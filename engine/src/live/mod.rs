@@ -5,6 +5,7 @@
 //! - [`decoder_thread`]: owns the [`crate::session::Session`] and a tempo source ([`clock`]);
 //!   [`supervise`]: the main thread's start and stop;
 //! - [`switch`] and [`control`]: set-list switching and the control channel on stdin/stdout;
+//! - [`priority`]: the model's threads run below the audio side;
 //! - [`ports`]: the input modes and the input filter; [`stats`], [`report`]: counters and the
 //!   run's report;
 //! - the messages and state of this module: [`InEvent`], [`OutEvent`], [`Shared`] and the ring
@@ -20,6 +21,7 @@ pub mod clock;
 pub mod control;
 pub mod decoder_thread;
 pub mod ports;
+pub mod priority;
 pub mod report;
 pub mod rt;
 pub mod stats;

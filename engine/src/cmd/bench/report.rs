@@ -53,13 +53,14 @@ pub(super) fn print_table(report: &Value) {
         m["vocab_size"],
     );
     println!(
-        "weights {} ({:.1} MB, {} matrices kept f32), KV cache {}, {} threads; read bandwidth \
-         {:.1} GB/s",
+        "weights {} ({:.1} MB, {} matrices kept f32), KV cache {}, {} threads, {} kernels; read \
+         bandwidth {:.1} GB/s",
         report["weights"].as_str().unwrap_or("?"),
         report["weight_bytes"].as_f64().unwrap_or(0.0) / 1e6,
         report["matrices_kept_f32"],
         report["kv_cache"].as_str().unwrap_or("?"),
         report["threads"],
+        report["cpu_kernels"].as_str().unwrap_or("?"),
         report["bandwidth_gbs"].as_f64().unwrap_or(0.0),
     );
     let tf = report.get("transformers");
