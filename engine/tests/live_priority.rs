@@ -9,7 +9,12 @@ fn nice_of(task: &std::path::Path) -> i32 {
     let stat = std::fs::read_to_string(task.join("stat")).expect("stat");
     // The name in parentheses may hold spaces: count the fields after its closing one.
     let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    after.split(' ').nth(16).expect("nice").parse().expect("a number")
+    after
+        .split(' ')
+        .nth(16)
+        .expect("nice")
+        .parse()
+        .expect("a number")
 }
 
 fn this_thread_nice() -> i32 {
@@ -32,9 +37,16 @@ fn the_pool_and_the_decoder_run_below_the_caller() {
         })
         .map(|t| nice_of(&t.path()))
         .collect();
-    assert_eq!(workers.len(), 2, "CANDLE_NUM_THREADS=3: the caller and two workers");
+    assert_eq!(
+        workers.len(),
+        2,
+        "CANDLE_NUM_THREADS=3: the caller and two workers"
+    );
     let lowered = (before + MODEL_NICE).min(19);
-    assert!(workers.iter().all(|&n| n == lowered), "{workers:?}, expected {lowered}");
+    assert!(
+        workers.iter().all(|&n| n == lowered),
+        "{workers:?}, expected {lowered}"
+    );
 
     let decoder = std::thread::spawn(|| (lower_this_thread(), this_thread_nice()))
         .join()

@@ -6,7 +6,7 @@
 
 mod support;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use midicopilot_engine::bundle::Bundle;
 use midicopilot_engine::model::{cpu_has_avx2, CpuKernels, ModelOptions, Olmo2, WeightFormat};
 
@@ -84,6 +84,29 @@ fn smaller_weights_stay_as_close_to_f32_as_candles_do() {
             engine <= 1.25 * candle + 1e-4,
             "{weights:?}: engine {engine} from f32, candle {candle}"
         );
+    }
+}
+
+#[test]
+fn the_cache_is_f16_for_smaller_weights_on_the_engines_kernels_only() {
+    require_avx2();
+    let bundle = Bundle::load(support::random_bundle_with(5, 640)).expect("bundle");
+    for (weights, kernels, kv) in [
+        (WeightFormat::Q8, CpuKernels::Engine, DType::F16),
+        (WeightFormat::F16, CpuKernels::Engine, DType::F16),
+        (WeightFormat::F32, CpuKernels::Engine, DType::F32),
+        (WeightFormat::Q8, CpuKernels::Candle, DType::F32),
+    ] {
+        let options = ModelOptions {
+            weights,
+            kernels,
+            ..ModelOptions::default()
+        };
+        let model = Olmo2::load_with(&bundle, &Device::Cpu, options).expect("model");
+        assert_eq!(model.kv_dtype(), kv, "{weights:?} on {kernels:?}");
+        // Two bytes a key and a value: half the f32 cache.
+        let bytes = model.new_cache(64).expect("cache").memory_bytes();
+        assert_eq!(bytes, 2 * 2 * 2 * 64 * 16 * kv.size_in_bytes());
     }
 }
 

@@ -56,8 +56,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
     /// The KV cache's element type.
-    #[arg(long, value_enum, default_value_t = KvFormat::F32)]
-    pub kv_cache: KvFormat,
+    /// The KV cache's element type [default: f16 with q8 or f16 weights on the engine's
+    /// kernels, else f32].
+    #[arg(long, value_enum)]
+    pub kv_cache: Option<KvFormat>,
     /// Skip the transformers comparison.
     #[arg(long)]
     pub no_transformers: bool,
@@ -213,7 +215,7 @@ fn bench_engine(
     Ok(json!({
         "device": format!("{device:?}"),
         "weights": if device.is_cpu() { options.weights.name() } else { "bf16" },
-        "kv_cache": options.kv,
+        "kv_cache": model.kv_dtype().as_str(),
         "cpu_kernels": if device.is_cpu() { options.kernels.name() } else { "none" },
         "threads": threads,
         "decode_ms": decode_ms,

@@ -5,7 +5,9 @@
 //! forward pass and prints one line `{"tokens": t, "nll": s}`: the number of predicted tokens and
 //! the sum of their negative log-likelihoods in nats. With `--top1`, also `"top1": [...]`, the
 //! most likely token at every predicted position (to compare two weight formats position by
-//! position). `midicopilot eval` makes the windows exactly as training does and divides.
+//! position). `midicopilot eval` makes the windows exactly as training does and divides. With
+//! `--stepwise`, each window goes through the KV cache one token at a time, as live decoding runs
+//! the model (the kernels for one row), instead of in one pass.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -32,6 +34,10 @@ pub struct ScoreArgs {
     /// Also print the most likely token at every predicted position.
     #[arg(long)]
     pub top1: bool,
+    /// Feed each window one token at a time through the KV cache (the decode path) instead of
+    /// in one forward pass.
+    #[arg(long)]
+    pub stepwise: bool,
     #[command(flatten)]
     pub model: ModelFlags,
 }
@@ -54,11 +60,25 @@ pub struct WindowScore {
     pub top1: Vec<u32>,
 }
 
-/// Score one window: the loss of ids `max(header, 1)..` given everything before them.
-pub fn score_window(model: &Olmo2, ids: &[u32], header: usize) -> Result<WindowScore> {
+/// Score one window: the loss of ids `max(header, 1)..` given everything before them (in one
+/// forward pass, or one token at a time through the cache: `stepwise`).
+pub fn score_window(
+    model: &Olmo2,
+    ids: &[u32],
+    header: usize,
+    stepwise: bool,
+) -> Result<WindowScore> {
     ensure!(ids.len() >= 2, "a window needs at least two tokens");
     let mut cache = model.new_cache(ids.len())?;
-    let logits = model.forward_all(&mut cache, &ids[..ids.len() - 1])?;
+    let inputs = &ids[..ids.len() - 1];
+    let logits = if stepwise {
+        inputs
+            .iter()
+            .map(|&id| model.forward(&mut cache, &[id]))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        model.forward_all(&mut cache, inputs)?
+    };
     let first = header.max(1);
     let mut out = WindowScore {
         tokens: 0,
@@ -137,7 +157,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             at(),
             window.header
         );
-        let s = score_window(&model, &window.ids, window.header).with_context(at)?;
+        let s = score_window(&model, &window.ids, window.header, args.stepwise).with_context(at)?;
         let mut row = json!({"tokens": s.tokens, "nll": s.nll});
         if args.top1 {
             row["top1"] = json!(s.top1);

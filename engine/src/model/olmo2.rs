@@ -105,7 +105,10 @@ impl Olmo2 {
         let format = cpu.then_some(options.weights);
         let kernels = options.kernels;
         let engine_kernels = cpu && kernels.engine_runs();
-        let kv_dtype = match (cpu, options.kv) {
+        let kv = options
+            .kv
+            .unwrap_or_else(|| KvFormat::default_for(options.weights, options.kernels));
+        let kv_dtype = match (cpu, kv) {
             (true, KvFormat::F16) => DType::F16,
             _ => vb.dtype(),
         };
@@ -224,6 +227,11 @@ impl Olmo2 {
             weight_stats: stats,
             engine_kernels,
         })
+    }
+
+    /// The KV cache's element type.
+    pub fn kv_dtype(&self) -> DType {
+        self.kv_dtype
     }
 
     /// The weights' format and how many bytes a decode step reads from them.

@@ -1,11 +1,12 @@
 //! How the model holds its projection and head weights.
 //!
-//! On the CPU the activations are f32 and the projection and head weights are held as candle
-//! quantized tensors in the format [`WeightFormat`] names (`--weights`: f32, f16 or Q8_0),
-//! multiplied by candle's `QMatMul` kernels, which split a decode step's matrix-vector products
-//! over all threads (candle's dense f32 matmul does one row on one thread). A matrix whose input
-//! width is not a multiple of the format's block (32 for Q8_0) stays f32. The KV cache is f32 or
-//! f16 ([`KvFormat`]).
+//! On the CPU the activations are f32 and the projection and head weights are quantized at load
+//! with candle's `QTensor::quantize` into the format [`WeightFormat`] names (`--weights`: f32,
+//! f16 or Q8_0). They are multiplied by the engine's kernels (`kernels`: Q8_0 repacked for them,
+//! f16 and f32 read in place) where the CPU has AVX2, else by candle's `QMatMul`, which also
+//! splits a decode step's rows over the threads (candle's dense f32 matmul does one row on one
+//! thread). A matrix whose input width is not a multiple of the format's block (32 for Q8_0)
+//! stays f32. The KV cache is f32 or f16 ([`KvFormat`]).
 
 use std::sync::Arc;
 
@@ -56,11 +57,25 @@ pub enum KvFormat {
     F16,
 }
 
+impl KvFormat {
+    /// The cache for these weights when none is asked for: f16 where the engine's kernels run
+    /// with f16 or q8 weights (half the bytes a step reads from the cache: decode at 512 tokens
+    /// of the 120M fixture 7.8 against 8.4 ms, docs/BENCHMARKS.md), f32 with f32 weights (the
+    /// trained model's numbers, as transformers computes them) and on candle's kernels.
+    pub fn default_for(weights: WeightFormat, kernels: CpuKernels) -> Self {
+        match weights {
+            WeightFormat::F16 | WeightFormat::Q8 if kernels.engine_runs() => Self::F16,
+            _ => Self::F32,
+        }
+    }
+}
+
 /// How to load a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ModelOptions {
     pub weights: WeightFormat,
-    pub kv: KvFormat,
+    /// `None`: [`KvFormat::default_for`] the weights.
+    pub kv: Option<KvFormat>,
     pub kernels: CpuKernels,
 }
 
