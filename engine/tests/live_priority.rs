@@ -22,13 +22,9 @@ fn this_thread_nice() -> i32 {
     nice_of(&std::path::PathBuf::from(format!("/proc/self/task/{tid}")))
 }
 
-#[test]
-fn the_pool_and_the_decoder_run_below_the_caller() {
-    std::env::set_var("CANDLE_NUM_THREADS", "3");
-    let before = this_thread_nice();
-    start_model_pool();
-    assert_eq!(this_thread_nice(), before, "the caller keeps its priority");
-    let workers: Vec<i32> = std::fs::read_dir("/proc/self/task")
+/// The nice value of each of candle's pool workers that has named itself.
+fn pool_workers_nice() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
         .expect("tasks")
         .filter_map(|t| t.ok())
         .filter(|t| {
@@ -36,7 +32,25 @@ fn the_pool_and_the_decoder_run_below_the_caller() {
                 .is_ok_and(|c| c.starts_with("candle-bp-"))
         })
         .map(|t| nice_of(&t.path()))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn the_pool_and_the_decoder_run_below_the_caller() {
+    std::env::set_var("CANDLE_NUM_THREADS", "3");
+    let before = this_thread_nice();
+    start_model_pool();
+    assert_eq!(this_thread_nice(), before, "the caller keeps its priority");
+    // A worker names itself once it runs, so on a busy box a just-spawned one may still be
+    // unnamed: wait for both names (a missing worker still fails, after the deadline).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let workers = loop {
+        let workers = pool_workers_nice();
+        if workers.len() >= 2 || std::time::Instant::now() > deadline {
+            break workers;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     assert_eq!(
         workers.len(),
         2,

@@ -30,17 +30,9 @@ fn model() -> Arc<Olmo2> {
         .clone()
 }
 
-/// Deterministic token ids in the vocabulary.
+/// Deterministic token ids in the random bundles' vocabulary of 512.
 fn ids(n: usize, seed: u64) -> Vec<u32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % 512) as u32
-        })
-        .collect()
+    support::token_ids(n, seed, 512)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -10,17 +10,9 @@ use candle_core::{DType, Device};
 use midicopilot_engine::bundle::Bundle;
 use midicopilot_engine::model::{cpu_has_avx2, CpuKernels, ModelOptions, Olmo2, WeightFormat};
 
-/// Deterministic token ids in the vocabulary.
+/// Deterministic token ids in the random bundles' vocabulary of 512.
 fn ids(n: usize, seed: u64) -> Vec<u32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % 512) as u32
-        })
-        .collect()
+    support::token_ids(n, seed, 512)
 }
 
 /// Logits of a 300-token prefill, 20 decode steps, then a cut to 150 and a 30-token refill.

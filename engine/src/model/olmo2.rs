@@ -12,9 +12,11 @@
 //! ```
 //!
 //! then `rms_norm(·, norm)` and `lm_head` (or the embedding when tied). Grouped-query attention
-//! never copies keys: the query heads that share a key head are stacked as extra rows of one
-//! matrix product. On CUDA the model runs in bf16 with an f32 softmax; how the CPU holds the
-//! weights is `weights.rs`'s.
+//! never copies keys: the query heads that share a key head read the same cache rows. Without
+//! every token's logits, the last layer computes attention and MLP for the last token only. On
+//! CUDA the model runs in bf16 with an f32 softmax; how the CPU holds the weights is
+//! `weights.rs`'s, and each step between the products runs on the engine's CPU kernels or on
+//! candle's ops as `ops.rs` decides (docs/ENGINE.md "Kernels").
 
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};

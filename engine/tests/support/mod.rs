@@ -18,6 +18,19 @@ use midicopilot_engine::events::{encode_midi_bytes, LanguageParams, NoteEvent};
 use midicopilot_engine::model::Olmo2;
 use midicopilot_engine::session::Engine;
 
+/// Deterministic token ids below `vocab`.
+pub fn token_ids(n: usize, seed: u64, vocab: u64) -> Vec<u32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % vocab) as u32
+        })
+        .collect()
+}
+
 pub fn python() -> String {
     std::env::var("MIDICOPILOT_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }

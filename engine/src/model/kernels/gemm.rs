@@ -7,11 +7,9 @@
 
 use std::cell::RefCell;
 
-use half::f16;
-
 use super::packed::GROUP_ROWS;
 use super::pool::{for_each_range, SharedOut};
-use super::x86::{kernel_6x16, pack_q8_panel, widen_f16, Q8_BLOCK};
+use super::x86::{kernel_6x16, pack_dense_rows, pack_q8_panel, DenseWeight, Q8_BLOCK};
 use super::WeightRows;
 
 /// Activation rows in a panel (the kernel's rows).
@@ -147,25 +145,8 @@ fn pack_weights(
     }
 }
 
-/// What [`pack_dense`] widens a row slice with.
-trait Widen: Copy {
-    fn widen(src: &[Self], dst: &mut [f32]);
-}
-
-impl Widen for f32 {
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        dst.copy_from_slice(src);
-    }
-}
-
-impl Widen for f16 {
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        // SAFETY: AVX2/F16C checked by the caller of `gemm`.
-        unsafe { widen_f16(src, dst) }
-    }
-}
-
-fn pack_dense<W: Widen>(
+/// Dense (f32 or f16) weight rows into panels, eight rows at a time.
+fn pack_dense<W: DenseWeight>(
     values: &[W],
     k: usize,
     first: usize,
@@ -174,22 +155,29 @@ fn pack_dense<W: Widen>(
     kc: usize,
     packed: &mut [f32],
 ) {
-    let mut row_buf = vec![0f32; kc];
     for cp in 0..cols.div_ceil(NR) {
         let panel = &mut packed[cp * kc * NR..][..kc * NR];
-        for j in 0..NR {
-            let col = cp * NR + j;
-            if col >= cols {
+        for half in 0..NR / 8 {
+            let row = cp * NR + half * 8;
+            let rows = cols.saturating_sub(row).min(8);
+            if rows == 0 {
                 for p in 0..kc {
-                    panel[p * NR + j] = 0.0;
+                    panel[p * NR + half * 8..][..8].fill(0.0);
                 }
                 continue;
             }
-            let row = &values[(first + col) * k + depth..][..kc];
-            W::widen(row, &mut row_buf[..kc]);
-            for (p, &v) in row_buf[..kc].iter().enumerate() {
-                panel[p * NR + j] = v;
-            }
+            // SAFETY: AVX2/F16C checked by the caller of `gemm`; rows first + row.. (`rows` of
+            // them) hold depths depth..depth + kc; the panel holds kc steps of NR.
+            unsafe {
+                pack_dense_rows(
+                    values.as_ptr().add((first + row) * k + depth),
+                    k,
+                    rows,
+                    kc,
+                    panel[half * 8..].as_mut_ptr(),
+                    NR,
+                )
+            };
         }
     }
 }

@@ -169,50 +169,50 @@ fn attention_matches_a_scalar_reference() {
     // (16, 64) and one it leaves to the row-by-row path (24).
     for (heads, kv_heads, hd, cap) in [(4, 2, 16, 70), (3, 3, 64, 60), (4, 1, 24, 50)] {
         let keys = values(kv_heads * cap * hd, hd as u64);
-        // Scores up to ±20: the softmax is far from uniform.
         let vals = values(kv_heads * cap * hd, hd as u64 + 1);
+        let (k16, v16): (Vec<f16>, Vec<f16>) = keys
+            .iter()
+            .zip(&vals)
+            .map(|(&k, &v)| (f16::from_f32(k), f16::from_f32(v)))
+            .unzip();
         for (tq, rows) in [(1, 1), (1, 37), (3, 20), (16, 16), (17, 50), (49, cap)] {
+            // Queries five times the keys' scale: the softmax is far from uniform.
             let q: Vec<f32> = values(heads * tq * hd, tq as u64)
                 .iter()
                 .map(|v| v * 5.0)
                 .collect();
             let shape = (heads, kv_heads, hd, cap);
-            let want = attention_reference(&q, &keys, &vals, shape, tq, rows);
-            let cache = CacheRows {
-                keys: &keys[..],
-                values: &vals[..],
-                kv_heads,
-                capacity: cap,
-                head_dim: hd,
-            };
-            let got = attend(&q, tq, &cache, rows).expect("kernels run");
-            assert_close(
-                &got,
-                &want,
-                2e-5,
-                &format!("f32 {shape:?} tq {tq} rows {rows}"),
-            );
-
-            let k16: Vec<f16> = keys.iter().map(|&v| f16::from_f32(v)).collect();
-            let v16: Vec<f16> = vals.iter().map(|&v| f16::from_f32(v)).collect();
-            let widen = |v: &[f16]| v.iter().map(|v| v.to_f32()).collect::<Vec<_>>();
-            let want = attention_reference(&q, &widen(&k16), &widen(&v16), shape, tq, rows);
-            let cache = CacheRows {
-                keys: &k16[..],
-                values: &v16[..],
-                kv_heads,
-                capacity: cap,
-                head_dim: hd,
-            };
-            let got = attend(&q, tq, &cache, rows).expect("kernels run");
-            assert_close(
-                &got,
-                &want,
-                2e-5,
-                &format!("f16 {shape:?} tq {tq} rows {rows}"),
-            );
+            check_attention(&q, &keys, &vals, shape, tq, rows);
+            check_attention(&q, &k16, &v16, shape, tq, rows);
         }
     }
+}
+
+/// The kernel against the f64 reference on the cache's own values (widened from `W`).
+fn check_attention<W: CacheValue>(
+    q: &[f32],
+    keys: &[W],
+    vals: &[W],
+    (heads, kv_heads, hd, cap): (usize, usize, usize, usize),
+    tq: usize,
+    rows: usize,
+) {
+    let widen = |v: &[W]| v.iter().map(|v| v.to_f32()).collect::<Vec<_>>();
+    let shape = (heads, kv_heads, hd, cap);
+    let want = attention_reference(q, &widen(keys), &widen(vals), shape, tq, rows);
+    let cache = CacheRows {
+        keys,
+        values: vals,
+        kv_heads,
+        capacity: cap,
+        head_dim: hd,
+    };
+    let got = attend(q, tq, &cache, rows).expect("kernels run");
+    let what = format!(
+        "{} {shape:?} tq {tq} rows {rows}",
+        std::any::type_name::<W>()
+    );
+    assert_close(&got, &want, 2e-5, &what);
 }
 
 #[test]

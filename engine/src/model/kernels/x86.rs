@@ -241,21 +241,6 @@ pub unsafe fn dense_row<W: DenseWeight>(w: *const W, x: &[f32]) -> f32 {
     sum
 }
 
-/// Widens f16 weights to f32.
-///
-/// # Safety
-/// AVX2/F16C present; `out` as long as `w`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn widen_f16(w: &[half::f16], out: &mut [f32]) {
-    let body = w.len() - w.len() % 8;
-    for i in (0..body).step_by(8) {
-        _mm256_storeu_ps(out.as_mut_ptr().add(i), half::f16::load8(w.as_ptr().add(i)));
-    }
-    for i in body..w.len() {
-        out[i] = w[i].to_f32();
-    }
-}
-
 /// Dot products of the query `q` (`hd` wide) with `rows` key rows (`hd` apart, from `k`).
 ///
 /// # Safety
@@ -457,6 +442,74 @@ pub unsafe fn kernel_6x16(
             }
         }
     }
+}
+
+/// Eight dense weight rows (`k` apart, from `w`; rows from `rows` on read as zeros), depths
+/// `0..kc`, widened into 8 columns of a weight panel: depth `p` of row `r` goes to
+/// `out[p · stride + r]`. Eight depths at a time: eight loads and an 8 × 8 transpose.
+///
+/// # Safety
+/// AVX2/F16C present; rows `0..rows` (≤ 8) hold `kc` weights at `w + r · k`; `out` writable at
+/// `(kc - 1) · stride + 8`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn pack_dense_rows<W: DenseWeight>(
+    w: *const W,
+    k: usize,
+    rows: usize,
+    kc: usize,
+    out: *mut f32,
+    stride: usize,
+) {
+    let body = kc - kc % 8;
+    for p in (0..body).step_by(8) {
+        let mut v = [_mm256_setzero_ps(); 8];
+        for (r, v) in v.iter_mut().enumerate().take(rows) {
+            *v = W::load8(w.add(r * k + p));
+        }
+        for (j, col) in transpose8(v).iter().enumerate() {
+            _mm256_storeu_ps(out.add((p + j) * stride), *col);
+        }
+    }
+    for p in body..kc {
+        for r in 0..8 {
+            *out.add(p * stride + r) = if r < rows {
+                (*w.add(r * k + p)).to_f32()
+            } else {
+                0.0
+            };
+        }
+    }
+}
+
+/// The 8 × 8 transpose of eight vectors (row `i` of the result: element `i` of each input).
+#[inline(always)]
+unsafe fn transpose8(v: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(v[0], v[1]);
+    let t1 = _mm256_unpackhi_ps(v[0], v[1]);
+    let t2 = _mm256_unpacklo_ps(v[2], v[3]);
+    let t3 = _mm256_unpackhi_ps(v[2], v[3]);
+    let t4 = _mm256_unpacklo_ps(v[4], v[5]);
+    let t5 = _mm256_unpackhi_ps(v[4], v[5]);
+    let t6 = _mm256_unpacklo_ps(v[6], v[7]);
+    let t7 = _mm256_unpackhi_ps(v[6], v[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
 }
 
 /// Widens `blocks` Q8_0 blocks of one packed group of 8 rows (see [`q8_group`]) into 8 columns
