@@ -59,9 +59,10 @@ pub enum KvFormat {
 
 impl KvFormat {
     /// The cache for these weights when none is asked for: f16 where the engine's kernels run
-    /// with f16 or q8 weights (half the bytes a step reads from the cache: decode at 512 tokens
-    /// of the 120M fixture 7.8 against 8.4 ms, docs/BENCHMARKS.md), f32 with f32 weights (the
-    /// trained model's numbers, as transformers computes them) and on candle's kernels.
+    /// with f16 or q8 weights (half the bytes a step reads from the cache: decode at 512
+    /// tokens of the 120M fixture 6.1–8.4 against 7.7–9.7 ms, docs/BENCHMARKS.md), f32 with
+    /// f32 weights (the trained model's numbers, as transformers computes them) and on
+    /// candle's kernels.
     pub fn default_for(weights: WeightFormat, kernels: CpuKernels) -> Self {
         match weights {
             WeightFormat::F16 | WeightFormat::Q8 if kernels.engine_runs() => Self::F16,
