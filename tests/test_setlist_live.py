@@ -146,16 +146,24 @@ connect = ["^midicopilot-musician:out$"]
                       and "midicopilot-host:control" in out_path.read_text(),
                       "the musician patched", proc=play, err=err_path)
 
-            def switch(name: str, at: float, t0: float) -> None:
+            def switch(name: str, at: float, t0: float, until: float | None) -> None:
                 time.sleep(max(0.0, t0 + at - time.monotonic()))
+                # A random model rests often enough that switches at fixed times sometimes find
+                # no note of it sounding (measured: all three did in 1 run of 12), and then the
+                # switch ends nothing: up to `until`, wait for one of its notes to sound.
+                while until is not None and time.monotonic() < t0 + until and not any(
+                        off is None for _, off, _ in _notes(listener.heard_so_far())):
+                    time.sleep(0.005)
                 if name == "gone":
                     shutil.rmtree(doomed)  # its bundle disappears mid-set
                 results[name] = run_cli("switch", name, env=env, timeout=60)
 
             t0 = time.monotonic() + 0.5  # play()'s lead-in
-            plan = [("song2", 2.5), ("broken", 7.0), ("gone", 8.0), ("song1", 8.8)]
-            threads = [threading.Thread(target=lambda n=n, a=a: switch(n, a, t0))
-                       for n, a in plan]
+            # song2 before the piece's program change (5 s), song1 after the failing two
+            plan = [("song2", 2.5, 4.5), ("broken", 7.0, None), ("gone", 8.0, None),
+                    ("song1", 8.8, 10.5)]
+            threads = [threading.Thread(target=lambda n=n, a=a, u=u: switch(n, a, t0, u))
+                       for n, a, u in plan]
             for t in threads:
                 t.start()
             rec = musician.play(messages, lead_in=0.5, tail=1.5)
