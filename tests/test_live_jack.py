@@ -138,8 +138,10 @@ def test_demo_bundle_releases_ahead_of_due(engine_bin: Path, demo_bundle: Path,
     pairs = zip(argv[::2], argv[1::2], strict=True)
     args = [x for flag, value in pairs if flag not in own for x in (flag, value)]
     bpm = demo_preset.tempo.bpm
-    # 20 s: the model enters after the band, as it was trained to (docs/QUALITY.md)
-    piece = load_piece(chorale, bpm, leave_out="Soprano").until(20.0)
+    # 30 s: the model enters after the band, as it was trained to (docs/QUALITY.md), measured
+    # 5–17 s in, its first note at most held to max_note_ticks (~5 s); in 20 s a late entry left
+    # only 5 events, in 1 run of 3 (with the binary before the CPU kernels too, 1 in 6)
+    piece = load_piece(chorale, bpm, leave_out="Soprano").until(30.0)
     with JackServer() as server, \
             LiveEngine(engine_bin, demo_bundle, server, inputs=["keys=pass"], bpm=bpm,
                        args=args) as eng, \
@@ -150,8 +152,8 @@ def test_demo_bundle_releases_ahead_of_due(engine_bin: Path, demo_bundle: Path,
     assert code == 0, stderr
     report = eng.report()
     released = report["decoder"]["released"]
-    # 20 s at the preset's tempo is ~33 beats; one chorale voice sings ~0.9 notes a beat (note-ons
-    # and -offs are both released): a model that sings at all clears this.
+    # the last 13 s at the preset's tempo are ~20 beats; one chorale voice sings ~0.9 notes a
+    # beat (note-ons and -offs are both released): a model that sings at all clears this.
     assert released > 8, report
     assert report["late"] <= max(2, released // 25), report
     assert report["dropped"]["total"] == 0, report
