@@ -116,9 +116,13 @@ def test_switching_a_set_under_load_leaves_no_hanging_note(
     # and hear it, the JACK graph would be a loop and JACK would delay one of its connections by
     # a period, so heard frames would not be the engine's frames.
     ear = "midicopilot-listener"
-    write_preset(presets, "song1", bundles["a"], listener=ear)
-    write_preset(presets, "song2", bundles["a"], genre="BLUES", part="BASS", bpm=100, listener=ear)
-    write_preset(presets, "song3", bundles["b"], part="BASS", listener=ear)
+    # seeded: a random model that listens leaves most instants to the band, and unseeded it
+    # sometimes played nothing in the whole set (1 run of 20)
+    seeded = "\n[sampling]\nseed = 1\n"
+    write_preset(presets, "song1", bundles["a"], listener=ear, extra=seeded)
+    write_preset(presets, "song2", bundles["a"], genre="BLUES", part="BASS", bpm=100, listener=ear,
+                 extra=seeded)
+    write_preset(presets, "song3", bundles["b"], part="BASS", listener=ear, extra=seeded)
     write_preset(presets, "broken", bundles["broken"], listener=ear)
     doomed = tmp_path / "doomed-bundle"
     shutil.copytree(bundles["a"], doomed)
